@@ -162,7 +162,7 @@ def deepseek_v2_lite(**kw) -> ModelConfig:
 def moe_1b(**kw) -> ModelConfig:
     """A ~1B-parameter MoE-MLA model for single-GPU work (kernels, FP8, throughput)."""
     base = ModelConfig(
-        vocab_size=32768, hidden_size=1024, num_layers=12, num_heads=16, q_lora_rank=384,
+        vocab_size=32768, hidden_size=1024, num_layers=16, num_heads=16, q_lora_rank=384,
         kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
         intermediate_size=2816, moe_intermediate_size=512, first_k_dense=1, n_routed_experts=32,
         n_shared_experts=1, num_experts_per_tok=4, n_group=4, topk_group=2, num_mtp_modules=1,

@@ -1,0 +1,247 @@
+"""Load and save Hugging Face DeepSeek-V3 checkpoints (config.json + *.safetensors).
+
+Handles bf16/fp32 weights, the released FP8 format (E4M3 weights with a float32
+`weight_scale_inv` per 128x128 block), per-expert and fused expert layouts, and the MTP layers
+that the released weights store as `model.layers.{num_hidden_layers + k}`.
+Our params keep weights as (in, out) with heads as their own axis; HF stores (out, in).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from r1jax.config import ModelConfig
+from r1jax.interop.hf_config import from_hf_config, to_hf_config
+from r1jax.interop.safetensors_io import open_checkpoint, save_sharded
+
+FP8_BLOCK = 128
+E4M3_MAX = 448.0
+
+# (our path inside a decoder block, HF name suffix, layout kind)
+_BLOCK_TABLE = [
+    (("attn_norm", "scale"), "input_layernorm.weight", "id"),
+    (("attn", "q_a"), "self_attn.q_a_proj.weight", "T"),
+    (("attn", "q_norm", "scale"), "self_attn.q_a_layernorm.weight", "id"),
+    (("attn", "q_b"), "self_attn.q_b_proj.weight", "heads"),
+    (("attn", "q_proj"), "self_attn.q_proj.weight", "heads"),
+    (("attn", "kv_a"), "self_attn.kv_a_proj_with_mqa.weight", "T"),
+    (("attn", "kv_norm", "scale"), "self_attn.kv_a_layernorm.weight", "id"),
+    (("attn", "kv_b"), "self_attn.kv_b_proj.weight", "heads"),
+    (("attn", "o"), "self_attn.o_proj.weight", "o"),
+    (("ffn_norm", "scale"), "post_attention_layernorm.weight", "id"),
+    (("mlp", "gate"), "mlp.gate_proj.weight", "T"),
+    (("mlp", "up"), "mlp.up_proj.weight", "T"),
+    (("mlp", "down"), "mlp.down_proj.weight", "T"),
+    (("moe", "router"), "mlp.gate.weight", "T"),
+    (("moe", "bias"), "mlp.gate.e_score_correction_bias", "id"),
+    (("moe", "shared", "gate"), "mlp.shared_experts.gate_proj.weight", "T"),
+    (("moe", "shared", "up"), "mlp.shared_experts.up_proj.weight", "T"),
+    (("moe", "shared", "down"), "mlp.shared_experts.down_proj.weight", "T"),
+]
+_MTP_TABLE = [
+    (("enorm", "scale"), "enorm.weight", "id"),
+    (("hnorm", "scale"), "hnorm.weight", "id"),
+    (("eh_proj",), "eh_proj.weight", "T"),
+    (("head_norm", "scale"), "shared_head.norm.weight", "id"),
+]
+_EXPERT_PROJ = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+
+def _to_ours(x: np.ndarray, kind: str, shape) -> np.ndarray:
+    return x if kind == "id" else x.T.reshape(shape)
+
+
+def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "id":
+        return x
+    if kind == "heads":  # (in, H, k) -> (H*k, in)
+        return x.reshape(x.shape[0], -1).T
+    return x.reshape(-1, x.shape[-1]).T  # "T": (in, out) -> (out, in); "o": (H, v, D) -> (D, H*v)
+
+
+def dequantize_block_fp8(w: np.ndarray, scale_inv: np.ndarray, block: int = FP8_BLOCK) -> np.ndarray:
+    """Released FP8 format: weight (out, in) E4M3 times scale_inv[i // 128, j // 128]."""
+    out_dim, in_dim = w.shape
+    expected = (-(-out_dim // block), -(-in_dim // block))
+    if scale_inv.shape != expected:
+        raise ValueError(f"weight_scale_inv shape {scale_inv.shape} does not match weight {w.shape} "
+                         f"with {block}x{block} blocks (expected {expected})")
+    scale = np.repeat(np.repeat(scale_inv.astype(np.float32), block, 0), block, 1)[:out_dim, :in_dim]
+    return w.astype(np.float32) * scale
+
+
+def quantize_block_fp8(w: np.ndarray, block: int = FP8_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """(out, in) float -> (E4M3 weight, float32 scale_inv per 128x128 block), amax/448 scaling."""
+    out_dim, in_dim = w.shape
+    bo, bi = -(-out_dim // block), -(-in_dim // block)
+    padded = np.zeros((bo * block, bi * block), np.float32)
+    padded[:out_dim, :in_dim] = w
+    blocks = padded.reshape(bo, block, bi, block)
+    scale = np.maximum(np.abs(blocks).max(axis=(1, 3)), 1e-4) / E4M3_MAX  # (bo, bi)
+    q = (blocks / scale[:, None, :, None]).reshape(padded.shape)[:out_dim, :in_dim]
+    return q.astype(ml_dtypes.float8_e4m3fn), scale.astype(np.float32)
+
+
+class _Reader:
+    """Reads HF tensors by name, dequantizing FP8 ones, and records what was consumed."""
+
+    def __init__(self, where):
+        self.where, self.used = where, set()
+
+    def has(self, name: str) -> bool:
+        return name in self.where
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in self.where:
+            raise ValueError(f"checkpoint is missing tensor {name!r} that config.json implies")
+        self.used.add(name)
+        x = self.where[name].get(name)
+        if x.dtype in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2):
+            scale_name = name.removesuffix(".weight") + ".weight_scale_inv"
+            if scale_name not in self.where:
+                raise ValueError(f"FP8 tensor {name!r} has no {scale_name!r} in the checkpoint")
+            self.used.add(scale_name)
+            return dequantize_block_fp8(x, self.where[scale_name].get(scale_name))
+        return np.asarray(x, np.float32)
+
+    def get_shaped(self, name, kind, shape):
+        x = self.get(name)
+        hf_shape = _to_hf(np.empty(shape, np.bool_), kind).shape
+        if x.shape != hf_shape:
+            raise ValueError(f"{self.where[name].path}: tensor {name} has shape {x.shape}, "
+                             f"but config.json implies {hf_shape}")
+        return _to_ours(x, kind, shape)
+
+
+def _load_block(r: _Reader, prefix: str, abstract: dict) -> dict:
+    out = {}
+    for path, suffix, kind in _BLOCK_TABLE + _MTP_TABLE:
+        node = abstract
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        target = out
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = r.get_shaped(prefix + suffix, kind, node[path[-1]].shape)
+    if "moe" in abstract:
+        out["moe"].update(_load_experts(r, prefix + "mlp.experts.", abstract["moe"]))
+    return out
+
+
+def _load_experts(r: _Reader, prefix: str, abstract: dict) -> dict:
+    e, d, f = abstract["gate"].shape
+    if r.has(prefix + "gate_up_proj"):  # fused layout: gate_up (E, 2F, D), down (E, D, F)
+        gate_up = r.get_shaped(prefix + "gate_up_proj", "id", (e, 2 * f, d))
+        down = r.get_shaped(prefix + "down_proj", "id", (e, d, f))
+        return {"gate": gate_up[:, :f].transpose(0, 2, 1), "up": gate_up[:, f:].transpose(0, 2, 1),
+                "down": down.transpose(0, 2, 1)}
+    return {ours: np.stack([r.get_shaped(f"{prefix}{i}.{hf}.weight", "T", abstract[ours].shape[1:])
+                            for i in range(e)])
+            for ours, hf in _EXPERT_PROJ.items()}
+
+
+def load_checkpoint(path: str, **config_overrides) -> tuple[ModelConfig, dict]:
+    """(cfg, params) from a HF checkpoint directory; params are float32 numpy-backed jax arrays
+    unless `param_dtype` is overridden."""
+    from r1jax.models import abstract_params  # models import interop-free modules only
+
+    cfg = from_hf_config(path, **config_overrides)
+    r = _Reader(open_checkpoint(path))
+    present = sum(r.has(f"model.layers.{cfg.num_layers + k}.eh_proj.weight")
+                  for k in range(cfg.num_mtp_modules))
+    if present < cfg.num_mtp_modules:
+        # transformers saves no MTP weights even when config.json keeps num_nextn_predict_layers.
+        warnings.warn(f"{path}: config.json declares {cfg.num_mtp_modules} MTP modules but the "
+                      f"checkpoint holds {present}; loading without the missing ones", stacklevel=2)
+        cfg = cfg.replace(num_mtp_modules=present)
+    abstract = abstract_params(cfg)
+    params = {"embed": r.get_shaped("model.embed_tokens.weight", "id", abstract["embed"].shape),
+              "final_norm": {"scale": r.get_shaped("model.norm.weight", "id", (cfg.hidden_size,))},
+              "layers": {i: _load_block(r, f"model.layers.{i}.", abstract["layers"][i])
+                         for i in range(cfg.num_layers)},
+              "mtp": {}}
+    if not cfg.tie_word_embeddings:
+        params["lm_head"] = r.get_shaped("lm_head.weight", "T", abstract["lm_head"].shape)
+    for k in range(cfg.num_mtp_modules):
+        prefix = f"model.layers.{cfg.num_layers + k}."
+        mod = _load_block(r, prefix, {**abstract["mtp"][k], **abstract["mtp"][k]["block"]})
+        params["mtp"][k] = {key: mod.pop(key) for key in ("enorm", "hnorm", "eh_proj", "head_norm")}
+        params["mtp"][k]["block"] = mod
+        # The released MTP layers carry copies of the shared embedding and head.
+        r.used.update(n for n in (prefix + "embed_tokens.weight", prefix + "shared_head.head.weight")
+                      if r.has(n))
+    leftover = sorted(set(r.where) - r.used)
+    if leftover:
+        raise ValueError(f"{path}: {len(leftover)} tensors do not belong to the model config.json "
+                         f"describes, e.g. {leftover[:5]}")
+    dtype = np.dtype(cfg.param_dtype) if cfg.param_dtype != "bfloat16" else ml_dtypes.bfloat16
+    return cfg, jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x, dtype)), params)
+
+
+def _save_block(block: dict, prefix: str, out: dict) -> None:
+    for path, suffix, kind in _BLOCK_TABLE + _MTP_TABLE:
+        node = block
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            out[prefix + suffix] = _to_hf(node, kind)
+    if "moe" in block:
+        for ours, hf in _EXPERT_PROJ.items():
+            for i, w in enumerate(block["moe"][ours]):
+                out[f"{prefix}mlp.experts.{i}.{hf}.weight"] = w.T
+
+
+def params_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+    """Our params as HF-named (out, in) float32 numpy tensors, MTP layers included."""
+    p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    out = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]["scale"]}
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = p["lm_head"].T
+    for i in range(cfg.num_layers):
+        _save_block(p["layers"][i], f"model.layers.{i}.", out)
+    for k in range(cfg.num_mtp_modules):
+        prefix = f"model.layers.{cfg.num_layers + k}."
+        mod = p["mtp"][k]
+        _save_block({**mod["block"], **{key: mod[key] for key in ("enorm", "hnorm", "eh_proj", "head_norm")}},
+                    prefix, out)
+        out[prefix + "embed_tokens.weight"] = p["embed"]
+        out[prefix + "shared_head.head.weight"] = p["embed"] if cfg.tie_word_embeddings else p["lm_head"].T
+    return out
+
+
+def _is_fp8_linear(name: str) -> bool:
+    """The weights the released checkpoints store in FP8: attention and FFN/expert projections."""
+    return name.endswith("_proj.weight") and ".mlp.gate." not in name and "embed" not in name
+
+
+def save_checkpoint(cfg: ModelConfig, params: dict, path: str, *, dtype: str = "float32",
+                    fp8: bool = False, max_shard_bytes: int = 4 << 30) -> None:
+    """Write config.json + safetensors that `transformers` loads (dtype float32 or bfloat16).
+    With fp8=True, projections are stored in the released E4M3 128x128-block format."""
+    tensors = params_to_hf(cfg, params)
+    hf_cfg = to_hf_config(cfg)
+    np_dtype = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
+    out = {}
+    for name, x in tensors.items():
+        if fp8 and _is_fp8_linear(name) and x.ndim == 2:
+            out[name], out[name + "_scale_inv"] = quantize_block_fp8(x)
+        elif name.endswith("e_score_correction_bias"):
+            out[name] = x.astype(np.float32)  # kept in fp32 like the reference
+        else:
+            out[name] = x.astype(np_dtype)
+    hf_cfg["torch_dtype"] = dtype
+    if fp8:
+        hf_cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
+                                         "activation_scheme": "dynamic",
+                                         "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+    save_sharded(out, path, max_shard_bytes)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(hf_cfg, f, indent=2)

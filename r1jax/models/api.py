@@ -1,0 +1,79 @@
+"""Functional API of the DeepSeek-V3 model: `init`, `forward`, `init_cache`, `param_axes`.
+
+Params are a pure nested dict of arrays (what orbax saves and `r1jax.interop.hf` maps to Hugging
+Face names). The NNX module is rebuilt abstractly from the config and merged with the params
+inside the trace, so every function here is jit-, grad- and eval_shape-friendly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from r1jax.config import ModelConfig
+from r1jax.models.deepseek_v3 import DeepseekV3
+from r1jax.nn.params import variable_axes
+
+
+def _abstract_model(cfg: ModelConfig) -> DeepseekV3:
+    return nnx.eval_shape(lambda: DeepseekV3(cfg, rngs=nnx.Rngs(0)))
+
+
+def init(cfg: ModelConfig, rng: jax.Array) -> dict:
+    """Random params ~ N(0, cfg.init_std^2), norms at 1, routing biases at 0."""
+    model = DeepseekV3(cfg, rngs=nnx.Rngs(params=rng))
+    return nnx.to_pure_dict(nnx.state(model))
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+    """ShapeDtypeStructs of every param, without allocating (works for the 671B config)."""
+    return nnx.to_pure_dict(nnx.state(_abstract_model(cfg)))
+
+
+def param_axes(cfg: ModelConfig) -> dict:
+    """Logical axis names of every param, same tree structure as the params."""
+    return variable_axes(nnx.state(_abstract_model(cfg)))
+
+
+def bind(cfg: ModelConfig, params: dict) -> DeepseekV3:
+    """The NNX module holding `params` (inside a trace, holding tracers)."""
+    graphdef, state = nnx.split(_abstract_model(cfg))
+    try:
+        nnx.replace_by_pure_dict(state, params)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"params do not match the config's structure: {e}") from e
+    return nnx.merge(graphdef, state)
+
+
+def forward(cfg: ModelConfig, params: dict, tokens: jax.Array, *, positions=None,
+            attention_mask=None, segment_ids=None, cache=None, with_mtp: bool = True):
+    """Logits (B, T, V) float32 and aux.
+
+    tokens (B, T) int; positions (B, T) RoPE positions (default: slot index); attention_mask
+    (B, T) 1 for real tokens, 0 for padding; segment_ids (B, T) for packed rows (no attention
+    across segments). With `cache` (from `init_cache`), tokens are appended at cache["index"] and
+    attention runs on the compressed latent cache; aux["cache"] is the updated cache.
+    aux: balance_loss (), expert_load (L_moe, E), mtp_logits (D, B, T, V) and mtp_expert_load
+    (D, E) when the config has MTP and no cache is given.
+    """
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (batch, length); got {tokens.shape=}")
+    if cache is not None and cache["key_valid"].shape[0] != tokens.shape[0]:
+        raise ValueError(f"cache batch {cache['key_valid'].shape[0]} != tokens batch {tokens.shape[0]}")
+    model = bind(cfg, params)
+    return model(tokens, positions=positions, attention_mask=attention_mask,
+                 segment_ids=segment_ids, cache=cache, with_mtp=with_mtp)
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+    """Empty latent cache: c_kv (L, B, S, C) and k_rope (L, B, S, R), i.e. 576 values per token
+    per layer for V3, plus key validity (B, S) and the next write slot."""
+    l = cfg.num_layers
+    return {
+        "c_kv": jnp.zeros((l, batch, max_len, cfg.kv_lora_rank), dtype),
+        "k_rope": jnp.zeros((l, batch, max_len, cfg.qk_rope_head_dim), dtype),
+        "key_valid": jnp.zeros((batch, max_len), jnp.bool_),
+        "index": jnp.zeros((), jnp.int32),
+    }

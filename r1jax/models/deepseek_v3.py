@@ -1,0 +1,158 @@
+"""The DeepSeek-V3 transformer: embedding -> [MLA + (dense | MoE) FFN] x L -> norm -> head, + MTP.
+
+Axis glossary: B batch, T tokens, S cached key slots, D hidden, V vocab, L layers, E experts.
+
+The Flax NNX modules describe structure only; the public API (`r1jax.models.api`) is functional:
+params are a pure dict, and `forward` merges them into the module inside the trace.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from r1jax.config import ModelConfig
+from r1jax.nn.mla import MLA
+from r1jax.nn.mlp import SwiGLU
+from r1jax.nn.moe import MoE
+from r1jax.nn.norms import RMSNorm
+from r1jax.nn.params import normal_param
+from r1jax.nn.rope import rope_cos_sin
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder layer: h + MLA(norm(h)), then + FFN(norm(.)); FFN dense or MoE."""
+
+    def __init__(self, cfg: ModelConfig, *, moe: bool, rngs: nnx.Rngs):
+        eps, pd = cfg.rms_norm_eps, cfg.param_dtype
+        self.attn_norm = RMSNorm(cfg.hidden_size, eps=eps, axis_name="embed", param_dtype=pd)
+        self.attn = MLA(cfg, rngs=rngs)
+        self.ffn_norm = RMSNorm(cfg.hidden_size, eps=eps, axis_name="embed", param_dtype=pd)
+        if moe:
+            self.moe = MoE(cfg, rngs=rngs)
+        else:
+            self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, std=cfg.init_std,
+                              param_dtype=pd, rngs=rngs)
+
+    def __call__(self, h, cos, sin, mask, token_mask, cache_layer=None, cache_index=None):
+        a, new_cache = self.attn(self.attn_norm(h), cos, sin, mask, cache_layer, cache_index)
+        h = h + a
+        x = self.ffn_norm(h)
+        if hasattr(self, "moe"):
+            f, aux = self.moe(x, token_mask)
+        else:
+            f, aux = self.mlp(x), None
+        return h + f, aux, new_cache
+
+
+class MTPModule(nnx.Module):
+    """One multi-token-prediction depth [V3 §2.2 eq. 21]: h' = M [RMSNorm(emb); RMSNorm(h)].
+
+    The concatenation puts the embedding first, as the released weights' eh_proj expects.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, eps, pd = cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype
+        self.enorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
+        self.hnorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
+        self.eh_proj = normal_param(rngs, (2 * d, d), (None, "embed"), cfg.init_std, pd)
+        self.block = Block(cfg, moe=True, rngs=rngs)
+        self.head_norm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
+
+
+def attention_mask_for(tokens_mask, segment_ids, cache_valid, cache_index, t):
+    """Boolean (B, T, S) visibility: causal by slot index, valid keys, same packed segment."""
+    if cache_valid is None:  # S = T
+        q = jnp.arange(t)[:, None]
+        causal = jnp.arange(t)[None, :] <= q  # (T, T)
+        mask = causal[None] & tokens_mask[:, None, :]
+        if segment_ids is not None:
+            mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
+        return mask
+    s = cache_valid.shape[1]
+    causal = jnp.arange(s)[None, :] <= (cache_index + jnp.arange(t))[:, None]  # (T, S)
+    return causal[None] & cache_valid[:, None, :]
+
+
+class DeepseekV3(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        d, pd = cfg.hidden_size, cfg.param_dtype
+        self.embed = normal_param(rngs, (cfg.vocab_size, d), ("vocab", "embed"), cfg.init_std, pd)
+        self.layers = nnx.List([Block(cfg, moe=i >= cfg.first_k_dense, rngs=rngs)
+                                for i in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(d, eps=cfg.rms_norm_eps, axis_name="embed", param_dtype=pd)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = normal_param(rngs, (d, cfg.vocab_size), ("embed", "vocab"), cfg.init_std, pd)
+        self.mtp = nnx.List([MTPModule(cfg, rngs=rngs) for _ in range(cfg.num_mtp_modules)])
+
+    def head(self, h: jax.Array) -> jax.Array:
+        # The output head stays out of low precision: logits in float32.
+        if self.cfg.tie_word_embeddings:
+            return jnp.einsum("btd,vd->btv", h, self.embed[...].astype(h.dtype),
+                              preferred_element_type=jnp.float32)
+        return jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(h.dtype),
+                          preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens, positions=None, attention_mask=None, segment_ids=None, cache=None,
+                 with_mtp=True):
+        cfg = self.cfg
+        dt = jnp.dtype(cfg.dtype)
+        b, t = tokens.shape
+        token_mask = (jnp.ones((b, t), jnp.bool_) if attention_mask is None
+                      else attention_mask.astype(jnp.bool_))
+        if cache is None:
+            cache_valid, index = None, None
+            if positions is None:
+                positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+        else:
+            index = cache["index"]
+            cache_valid = jax.lax.dynamic_update_slice_in_dim(cache["key_valid"], token_mask, index,
+                                                              axis=1)
+            if positions is None:
+                positions = jnp.broadcast_to(index + jnp.arange(t), (b, t))
+        mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)
+        cos, sin = rope_cos_sin(cfg, positions)
+
+        h = self.embed[...].astype(dt)[tokens]  # (B, T, D)
+        loads, balance, new_c, new_r = [], jnp.zeros((), jnp.float32), [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache["c_kv"][i], cache["k_rope"][i])
+            h, aux, layer_cache = layer(h, cos, sin, mask, token_mask, layer_cache, index)
+            if aux is not None:
+                loads.append(aux["expert_load"])
+                balance = balance + aux["balance_loss"]
+            if layer_cache is not None:
+                new_c.append(layer_cache[0])
+                new_r.append(layer_cache[1])
+        h_main = self.final_norm(h)
+        logits = self.head(h_main)  # (B, T, V) float32
+
+        aux = {"balance_loss": balance,
+               "expert_load": jnp.stack(loads) if loads else jnp.zeros((0, cfg.n_routed_experts))}
+        if cache is not None:
+            aux["cache"] = {"c_kv": jnp.stack(new_c), "k_rope": jnp.stack(new_r),
+                            "key_valid": cache_valid, "index": index + t}
+        elif with_mtp and len(self.mtp):
+            aux["mtp_logits"], aux["mtp_expert_load"] = self.mtp_logits(
+                tokens, h_main, cos, sin, mask, token_mask)
+        return logits, aux
+
+    def mtp_logits(self, tokens, h_prev, cos, sin, mask, token_mask):
+        """Logits (D, B, T, V) and expert loads (D, E). Depth k at position i predicts token i + k + 1 [V3 eqs. 21-24].
+
+        Depth k embeds token i + k (zero-padded past the end; those positions carry no loss and,
+        being last, are never attended to by earlier positions under the causal mask).
+        """
+        dt = h_prev.dtype
+        emb = self.embed[...].astype(dt)
+        out, loads = [], []
+        for k, mod in enumerate(self.mtp, start=1):
+            shifted = jnp.pad(tokens[:, k:], ((0, 0), (0, k)))  # (B, T)
+            x = jnp.concatenate([mod.enorm(emb[shifted]), mod.hnorm(h_prev)], axis=-1)  # (B, T, 2D)
+            x = jnp.einsum("bte,ed->btd", x, mod.eh_proj[...].astype(dt))
+            h_prev, aux, _ = mod.block(x, cos, sin, mask, token_mask)
+            out.append(self.head(mod.head_norm(h_prev)))
+            loads.append(aux["expert_load"])
+        return jnp.stack(out), jnp.stack(loads)

@@ -1,0 +1,46 @@
+"""Absorbed decoding on the latent cache equals the naive full forward (<= 1e-4, float32)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import config, models
+
+TOL = 1e-4
+
+
+def test_prefill_then_decode_matches_full_forward():
+    cfg = config.tiny(init_std=0.1)
+    params = models.init(cfg, jax.random.key(0))
+    b, t, prefill = 3, 20, 7
+    tokens = jax.random.randint(jax.random.key(1), (b, t), 0, cfg.vocab_size)
+    mask = np.ones((b, t), np.int32)
+    mask[1, :3] = 0  # a left-padded row: its pad keys must stay invisible forever
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    with jax.default_matmul_precision("highest"):
+        full, _ = models.forward(cfg, params, tokens, attention_mask=mask, positions=positions)
+        step = jax.jit(lambda p, tok, m, pos, c: models.forward(
+            cfg, p, tok, attention_mask=m, positions=pos, cache=c))
+        cache = models.init_cache(cfg, b, t)
+        logits, aux = step(params, tokens[:, :prefill], mask[:, :prefill], positions[:, :prefill], cache)
+        pieces = [logits]
+        cache = aux["cache"]
+        for i in range(prefill, t):
+            logits, aux = step(params, tokens[:, i:i + 1], mask[:, i:i + 1], positions[:, i:i + 1], cache)
+            pieces.append(logits)
+            cache = aux["cache"]
+    decoded = np.concatenate([np.asarray(x) for x in pieces], axis=1)
+    valid = mask.astype(bool)
+    err = np.abs(decoded - np.asarray(full))[valid].max()
+    assert err <= TOL, f"absorbed decode differs from full forward by {err:.2e}"
+    assert int(cache["index"]) == t
+
+
+def test_latent_cache_is_576_values_per_token_for_v3():
+    cfg = config.deepseek_v3_671b()
+    assert cfg.latent_cache_values_per_token() == 576
+    # A materialised K/V cache holds H * (d_qk + d_v) = 128 * (192 + 128) values per token.
+    assert cfg.full_kv_cache_values_per_token() == 40960
+    cache = jax.eval_shape(lambda: models.init_cache(cfg, 1, 8, jnp.bfloat16))
+    per_token = (cache["c_kv"].size + cache["k_rope"].size) / 8
+    assert per_token == 576 * cfg.num_layers
