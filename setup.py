@@ -19,6 +19,7 @@ setup(
         "tensorboardX>=2.6",  # TensorBoard events without TensorFlow
         "tqdm>=4.66",  # progress bars
         "matplotlib>=3.9",  # R1-Zero curves
+        "pyarrow>=17",  # local Parquet datasets
     ],
     extras_require={
         # transformers + torch are the parity oracle; they build tiny reference models locally.

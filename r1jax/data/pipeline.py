@@ -1,0 +1,165 @@
+"""grain input pipelines: packed pretraining, padded SFT, and RL prompt batches.
+
+All three take a MapDataset of examples (see `sources.py`) and return a grain IterDataset of
+batches. `it = iter(dataset)` is a grain DatasetIterator: `it.get_state()` returns a small dict
+and `it.set_state(state)` on a fresh iterator of the same dataset resumes with identical batches.
+
+Token batches (pretraining and SFT share them, so one train step consumes both):
+    inputs       (B, L) int32  tokens fed to the model (bos first, 0 = padding)
+    targets      (B, L) int32  next tokens: targets[:, t] == inputs[:, t+1] within a document
+    loss_mask    (B, L) bool   positions that count in the loss (pretraining: every real token;
+                               SFT: completion tokens only, the prompt is masked out)
+    segment_ids  (B, L) int32  document number in the row, from 1; 0 = padding. Attention must
+                               stay within equal, nonzero segment ids.
+    positions    (B, L) int32  position within the document (restarts at 0 for each document)
+RL prompt batches:
+    prompt_tokens   (B, P) int32  bos + templated prompt, padded with 0 on `pad_side`
+    prompt_mask     (B, P) bool   True on real prompt tokens
+    prompt_lengths  (B,)   int32
+    + every example field as a (B,) numpy object array: `prompt` (the raw question), `answer`,
+      `task`, `numbers`, `target`, ... (None where an example lacks the field); these are the
+      `**fields` the rewards take.
+B is the per-process batch: batch_size // num_shards.
+"""
+
+from typing import Sequence
+
+import grain
+import numpy as np
+
+from r1jax.data import chat
+from r1jax.data.tokenizer import Tokenizer
+
+TOKEN_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
+_PACKED = ("inputs", "targets", "loss_mask")
+
+
+def _per_shard_batch_size(batch_size: int, num_shards: int, shard_index: int) -> int:
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index={shard_index} must be in [0, num_shards={num_shards})")
+    if batch_size % num_shards:
+        raise ValueError(f"batch_size={batch_size} must be divisible by num_shards={num_shards} "
+                         "(each process loads batch_size // num_shards rows)")
+    return batch_size // num_shards
+
+
+def _ordered(examples: grain.MapDataset, *, seed: int, num_epochs: int | None, num_shards: int,
+             shard_index: int) -> grain.MapDataset:
+    """Disjoint shard per process, then a seeded shuffle that changes every epoch."""
+    return examples[shard_index::num_shards].shuffle(seed=seed).repeat(num_epochs)
+
+
+def _stack_batch(rows: Sequence[dict]) -> dict:
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def _document_features(tokenizer: Tokenizer, text: str, seq_len: int) -> dict:
+    ids = [tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id][: seq_len + 1]
+    return {"inputs": np.asarray(ids[:-1], np.int32), "targets": np.asarray(ids[1:], np.int32),
+            "loss_mask": np.ones(len(ids) - 1, np.int32)}
+
+
+def _from_packed(packed: dict) -> dict:
+    return {"inputs": packed["inputs"], "targets": packed["targets"],
+            "loss_mask": packed["loss_mask"].astype(bool),
+            "segment_ids": packed["inputs_segment_ids"].astype(np.int32),
+            "positions": packed["inputs_positions"].astype(np.int32)}
+
+
+def pretraining_batches(
+    examples: grain.MapDataset, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
+    num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
+    num_packing_bins: int | None = None, system: str = chat.SHORT_SYSTEM,
+) -> grain.IterDataset:
+    """Whole worked examples (`chat.format_example`) packed into rows of `seq_len` tokens.
+
+    First-fit packing never splits a document (one longer than seq_len + 1 tokens is cut), so
+    each row holds whole documents and trailing padding (loss_mask False, segment_ids 0).
+    """
+    rows = _per_shard_batch_size(batch_size, num_shards, shard_index)
+    ds = _ordered(examples, seed=seed, num_epochs=num_epochs, num_shards=num_shards, shard_index=shard_index)
+    ds = ds.map(lambda ex: _document_features(tokenizer, chat.format_example(ex, system), seq_len))
+    ds = grain.experimental.FirstFitPackIterDataset(
+        ds.to_iter_dataset(), length_struct={key: seq_len for key in _PACKED},
+        num_packing_bins=num_packing_bins or rows, shuffle_bins=False)
+    return ds.map(_from_packed).batch(rows, drop_remainder=True, batch_fn=_stack_batch)
+
+
+def sft_features(tokenizer: Tokenizer, example: dict, seq_len: int, system: str = chat.SHORT_SYSTEM) -> dict:
+    """One padded SFT row: the loss covers the completion and its eos, never the prompt.
+
+    Prompt and completion are tokenized separately, as at sampling time (the model continues
+    the prompt's tokens). A row longer than seq_len + 1 tokens loses the end of its completion.
+    """
+    prompt_ids = [tokenizer.bos_id, *tokenizer.encode(chat.format_prompt(example, system))]
+    completion_ids = [*tokenizer.encode(chat.completion_of(example)), tokenizer.eos_id]
+    ids = (prompt_ids + completion_ids)[: seq_len + 1]
+    n = len(ids) - 1  # real (input, target) pairs
+    row = {key: np.zeros(seq_len, np.int32) for key in ("inputs", "targets", "segment_ids", "positions")}
+    row["inputs"][:n], row["targets"][:n] = ids[:-1], ids[1:]
+    row["segment_ids"][:n] = 1
+    row["positions"][:n] = np.arange(n)
+    row["loss_mask"] = np.zeros(seq_len, bool)
+    # Target t is token t+1; it is a completion token when t+1 >= len(prompt_ids).
+    row["loss_mask"][len(prompt_ids) - 1 : n] = True
+    return row
+
+
+def sft_batches(
+    examples: grain.MapDataset, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
+    num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
+    system: str = chat.SHORT_SYSTEM,
+) -> grain.IterDataset:
+    """One example per row (prompt -> completion), right-padded to `seq_len`."""
+    rows = _per_shard_batch_size(batch_size, num_shards, shard_index)
+    ds = _ordered(examples, seed=seed, num_epochs=num_epochs, num_shards=num_shards, shard_index=shard_index)
+    ds = ds.map(lambda ex: sft_features(tokenizer, ex, seq_len, system))
+    return ds.to_iter_dataset().batch(rows, drop_remainder=True, batch_fn=_stack_batch)
+
+
+def rl_prompt_features(tokenizer: Tokenizer, example: dict, max_prompt_len: int, pad_side: str = "left",
+                       system: str = chat.SHORT_SYSTEM) -> dict:
+    """Token arrays of one RL prompt plus the example's fields, untouched, for the rewards."""
+    ids = [tokenizer.bos_id, *tokenizer.encode(chat.format_prompt(example, system))]
+    if len(ids) > max_prompt_len:
+        # Cutting a prompt would change the problem the reward checks, so refuse instead.
+        raise ValueError(f"prompt {example['prompt'][:60]!r} is {len(ids)} tokens > "
+                         f"max_prompt_len={max_prompt_len}; raise max_prompt_len")
+    tokens = np.zeros(max_prompt_len, np.int32)
+    mask = np.zeros(max_prompt_len, bool)
+    span = slice(max_prompt_len - len(ids), None) if pad_side == "left" else slice(0, len(ids))
+    tokens[span], mask[span] = ids, True
+    return {"prompt_tokens": tokens, "prompt_mask": mask, "prompt_lengths": np.int32(len(ids)),
+            "fields": example}
+
+
+def _rl_batch(rows: Sequence[dict]) -> dict:
+    batch = {key: np.stack([row[key] for row in rows])
+             for key in ("prompt_tokens", "prompt_mask", "prompt_lengths")}
+    names = sorted({name for row in rows for name in row["fields"]})
+    for name in names:
+        column = np.empty(len(rows), dtype=object)  # filled one by one: list values stay lists
+        for i, row in enumerate(rows):
+            column[i] = row["fields"].get(name)
+        batch[name] = column
+    return batch
+
+
+def rl_prompt_batches(
+    examples: grain.MapDataset, tokenizer: Tokenizer, *, max_prompt_len: int, batch_size: int,
+    seed: int = 0, num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
+    pad_side: str = "left", system: str = chat.SHORT_SYSTEM,
+) -> grain.IterDataset:
+    """Prompt batches for sampling; left padding (default) makes every prompt end at column P-1."""
+    if pad_side not in ("left", "right"):
+        raise ValueError(f"pad_side={pad_side!r} must be 'left' or 'right'")
+    rows = _per_shard_batch_size(batch_size, num_shards, shard_index)
+    ds = _ordered(examples, seed=seed, num_epochs=num_epochs, num_shards=num_shards, shard_index=shard_index)
+    ds = ds.map(lambda ex: rl_prompt_features(tokenizer, ex, max_prompt_len, pad_side, system))
+    return ds.to_iter_dataset().batch(rows, drop_remainder=True, batch_fn=_rl_batch)
+
+
+def first_batches(dataset: grain.IterDataset, n: int) -> list[dict]:
+    """The first `n` batches, e.g. for a smoke run or a test."""
+    iterator = iter(dataset)
+    return [next(iterator) for _ in range(n)]

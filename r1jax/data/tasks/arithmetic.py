@@ -1,0 +1,119 @@
+"""Multi-digit addition and multiplication with a short scratchpad; difficulty knob = digits.
+
+Addition writes one column per step, right to left, as `digit+digit+carry=sum`:
+    prompt "Compute 482+79."  reasoning "2+9+0=11 8+7+1=16 4+0+1=5"  answer "561"
+The answer's digits are the last digit of each column sum read backwards, with the final sum
+written out in full (5 above), so every step is checkable and the trace stays short.
+
+Multiplication uses the distributive decomposition TinyZero's models discovered for n-digit
+multiplication (REFERENCE §5): one partial product per digit of the second operand, then a
+running sum:
+    prompt "Compute 482*37."  reasoning "482*7=3374 482*30=14460 3374+14460=17834"  answer "17834"
+The second operand has at most `max_mul_digits` (default 2) digits to keep traces short.
+
+`noisy=True` plants one slip (a column sum or partial product off by one unit) and carries it
+through, so the answer is wrong but consistent with the trace: pretraining on a mix of clean and
+noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFERENCE §5.2).
+"""
+
+import random
+
+from r1jax.data.tasks import splits
+
+TASK = "arithmetic"
+
+
+def _operand(rng: random.Random, min_digits: int, max_digits: int) -> int:
+    n_digits = rng.randint(min_digits, max_digits)
+    low = 0 if n_digits == 1 else 10 ** (n_digits - 1)
+    return rng.randint(low, 10**n_digits - 1)
+
+
+def addition_trace(a: int, b: int, slip_column: int | None = None) -> tuple[str, int]:
+    """Column-by-column sums (right to left); a slip adds one to that column's sum."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    steps, digits, carry = [], [], 0
+    for col in range(max(len(da), len(db))):
+        x = int(da[col]) if col < len(da) else 0
+        y = int(db[col]) if col < len(db) else 0
+        total = x + y + carry + (1 if col == slip_column else 0)
+        steps.append(f"{x}+{y}+{carry}={total}")
+        digits.append(total % 10)
+        carry = total // 10
+    answer = int(str(carry) + "".join(str(d) for d in reversed(digits)))
+    return " ".join(steps), answer
+
+
+def multiplication_trace(a: int, b: int, slip_term: int | None = None) -> tuple[str, int]:
+    """Partial products a*(digit*10^k), then a running sum; a slip adds 10^k to that product."""
+    steps, partials = [], []
+    for k, digit in enumerate(reversed(str(b))):
+        multiplier = int(digit) * 10**k
+        if multiplier == 0 and len(str(b)) > 1:
+            continue  # a zero digit contributes nothing; skipping it keeps the trace short
+        product = a * multiplier + (10**k if k == slip_term else 0)
+        steps.append(f"{a}*{multiplier}={product}")
+        partials.append(product)
+    running = partials[0]
+    for product in partials[1:]:
+        steps.append(f"{running}+{product}={running + product}")
+        running += product
+    return " ".join(steps), running
+
+
+def make_problem(
+    rng: random.Random, *, min_digits: int = 1, max_digits: int = 3, ops: tuple[str, ...] = ("+",),
+    max_mul_digits: int = 2,
+) -> dict:
+    op = rng.choice(ops)
+    a = _operand(rng, min_digits, max_digits)
+    b = _operand(rng, min_digits, min(max_digits, max_mul_digits) if op == "*" else max_digits)
+    if op == "*" and b == 0:
+        b = 1  # "x*0" has no partial products to show
+    return {"op": op, "a": a, "b": b}
+
+
+def problem_key(problem: dict) -> str:
+    return f"{TASK}:{problem['a']}{problem['op']}{problem['b']}"
+
+
+def solve(op: str, a: int, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "*":
+        return a * b
+    raise ValueError(f"op={op!r} is not supported; use '+' or '*'")
+
+
+def generate(
+    seed: int, index: int, *, split: str = splits.TRAIN, heldout_percent: int = 10,
+    min_digits: int = 1, max_digits: int = 3, ops: tuple[str, ...] = ("+",), max_mul_digits: int = 2,
+    noisy: bool = False,
+) -> dict:
+    """Example `index` of the stream `seed`: prompt, reasoning, answer (+ op, a, b, task)."""
+    if not 1 <= min_digits <= max_digits:
+        raise ValueError(f"need 1 <= min_digits={min_digits} <= max_digits={max_digits}")
+    for op in ops:
+        solve(op, 1, 1)  # validates the op names early, with the clear error above
+    problem, rng = splits.sample_in_split(
+        lambda r: make_problem(r, min_digits=min_digits, max_digits=max_digits, ops=tuple(ops),
+                               max_mul_digits=max_mul_digits),
+        problem_key, seed=seed, index=index, split=split, heldout_percent=heldout_percent,
+    )
+    op, a, b = problem["op"], problem["a"], problem["b"]
+    if op == "+":
+        slip = rng.randrange(max(len(str(a)), len(str(b)))) if noisy else None
+        reasoning, answer = addition_trace(a, b, slip)
+    else:
+        slip = rng.randrange(len(str(b))) if noisy else None
+        reasoning, answer = multiplication_trace(a, b, slip)
+    return {
+        "task": TASK,
+        "prompt": f"Compute {a}{op}{b}.",
+        "reasoning": reasoning,
+        "answer": str(answer),
+        "op": op,
+        "a": a,
+        "b": b,
+        "noisy": answer != solve(op, a, b),
+    }

@@ -1,0 +1,120 @@
+"""The synthetic tasks: deterministic, split-disjoint, and correct by the RL rewards' own rules."""
+
+import numpy as np
+import pytest
+
+from r1jax.data import chat, corpus, tasks
+from r1jax.data.tasks import arithmetic, countdown
+from r1jax.rl import rewards
+
+N = 300
+SETTINGS = [
+    ("arithmetic", {}),
+    ("arithmetic", {"ops": ("+", "*"), "min_digits": 2, "max_digits": 4}),
+    ("countdown", {}),
+    ("countdown", {"n_numbers": 4, "high": 25}),
+]
+
+
+@pytest.mark.parametrize("task,kwargs", SETTINGS)
+def test_same_seed_same_examples_other_seed_other_examples(task, kwargs):
+    first = [tasks.generate(task, 7, i, **kwargs) for i in range(50)]
+    again = [tasks.generate(task, 7, i, **kwargs) for i in reversed(range(50))][::-1]
+    other = [tasks.generate(task, 8, i, **kwargs) for i in range(50)]
+    assert first == again  # random access: order of generation does not matter
+    assert first != other
+
+
+@pytest.mark.parametrize("task,kwargs", SETTINGS)
+def test_train_and_heldout_share_no_problem(task, kwargs):
+    key = {"arithmetic": lambda e: arithmetic.problem_key(e),
+           "countdown": lambda e: countdown.problem_key(e)}[task]
+    train = {key(tasks.generate(task, seed, i, split="train", **kwargs)) for seed in (0, 1) for i in range(N)}
+    heldout = {key(tasks.generate(task, 5, i, split="heldout", **kwargs)) for i in range(N // 3)}
+    assert train and heldout
+    assert not train & heldout
+    assert all(tasks.problem_split(k) == tasks.HELDOUT for k in heldout)
+
+
+@pytest.mark.parametrize("task,kwargs", SETTINGS)
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_clean_examples_earn_full_reward(task, kwargs, split):
+    examples = [tasks.generate(task, 3, i, split=split, **kwargs) for i in range(N // 3)]
+    completions = [chat.format_completion(e["reasoning"], e["answer"]) for e in examples]
+    fields = {name: [e.get(name) for e in examples] for name in ("answer", "numbers", "target")}
+    assert all(rewards.format_reward(None, completions) == 1.0)
+    if task == "countdown":
+        assert all(rewards.countdown_reward(None, completions, **fields) == 1.0)
+    else:
+        assert all(rewards.accuracy_reward(None, completions, **fields) == 1.0)
+        assert all(int(e["answer"]) == arithmetic.solve(e["op"], e["a"], e["b"]) for e in examples)
+    assert not any(e["noisy"] for e in examples)
+
+
+@pytest.mark.parametrize("task,kwargs", SETTINGS)
+def test_noisy_examples_are_well_formed_but_wrong(task, kwargs):
+    examples = [tasks.generate(task, 3, i, noisy=True, **kwargs) for i in range(N // 3)]
+    noisy = [e for e in examples if e["noisy"]]
+    assert len(noisy) > 0.8 * len(examples)  # a multiplication slip on a skipped 0 digit is a no-op
+    completions = [chat.format_completion(e["reasoning"], e["answer"]) for e in noisy]
+    assert all(rewards.format_reward(None, completions) == 1.0)
+    if task == "countdown":
+        scores = rewards.countdown_reward(None, completions, numbers=[e["numbers"] for e in noisy],
+                                          target=[e["target"] for e in noisy])
+        assert all(scores == 0.1)  # every number once, target missed
+    else:
+        assert all(int(e["answer"]) != arithmetic.solve(e["op"], e["a"], e["b"]) for e in noisy)
+
+
+def test_addition_scratchpad_columns():
+    assert arithmetic.addition_trace(482, 79) == ("2+9+0=11 8+7+1=16 4+0+1=5", 561)
+    assert arithmetic.addition_trace(95, 7) == ("5+7+0=12 9+0+1=10", 102)
+    assert arithmetic.multiplication_trace(482, 37) == ("482*7=3374 482*30=14460 3374+14460=17834", 17834)
+
+
+def test_countdown_trace_ends_with_the_hit_and_lists_all_numbers():
+    for i in range(100):
+        e = tasks.generate("countdown", 0, i)
+        assert e["reasoning"].endswith(" yes") and e["reasoning"].count("yes") == 1
+        assert e["prompt"] == f"Use {' '.join(map(str, e['numbers']))} to make {e['target']}."
+        assert 1 <= e["target"] <= 100
+
+
+def test_difficulty_knob_controls_digits():
+    for digits in (1, 3, 5):
+        e = [tasks.generate("arithmetic", 0, i, min_digits=digits, max_digits=digits) for i in range(20)]
+        assert all(len(str(x["a"])) == digits for x in e if x["a"])
+
+
+def test_bad_settings_fail_with_clear_errors():
+    with pytest.raises(ValueError, match="task='sudoku' is unknown"):
+        tasks.generate("sudoku", 0, 0)
+    with pytest.raises(ValueError, match="split='test'"):
+        tasks.generate("countdown", 0, 0, split="test")
+    with pytest.raises(ValueError, match="n_numbers=5"):
+        tasks.generate("countdown", 0, 0, n_numbers=5)
+    with pytest.raises(ValueError, match="op='-'"):
+        tasks.generate("arithmetic", 0, 0, ops=("-",))
+
+
+def test_corpus_is_deterministic_train_only_and_partly_noisy():
+    docs = list(corpus.pretraining_documents(0, 200))
+    assert docs == list(corpus.pretraining_documents(0, 200))
+    examples = [corpus.corpus_example(0, i) for i in range(200)]
+    noisy_fraction = np.mean([e["noisy"] for e in examples])
+    assert 0.15 < noisy_fraction < 0.45  # default noise_rate=0.3
+    assert {e["task"] for e in examples} == {"arithmetic", "countdown"}
+    assert all(tasks.problem_split((arithmetic if e["task"] == "arithmetic" else countdown).problem_key(e))
+               == tasks.TRAIN for e in examples)
+    assert all(d.count("<think>") == 2 for d in docs)  # one in the system line, one in the completion
+
+
+def test_template_structure():
+    e = {"prompt": "Compute 1+2.", "reasoning": "1+2+0=3", "answer": "3"}
+    text = chat.format_example(e)
+    assert text.startswith(chat.SHORT_SYSTEM + "\nUser: Compute 1+2.\nAssistant:")
+    assert text.endswith(" <think> 1+2+0=3 </think> <answer> 3 </answer>")
+    assert chat.format_prompt(e, chat.R1_ZERO_SYSTEM).startswith("A conversation between User and Assistant.")
+    assert chat.completion_of({"prompt": "p", "completion": " done"}) == " done"
+    with pytest.raises(KeyError, match="'completion' or 'answer'"):
+        chat.completion_of({"prompt": "p"})
