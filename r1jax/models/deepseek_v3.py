@@ -17,8 +17,12 @@ from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe import MoE
 from r1jax.nn.norms import RMSNorm
+from r1jax.nn.partitioning import constrain
 from r1jax.nn.params import normal_param
 from r1jax.nn.rope import rope_cos_sin
+
+
+ACTIVATION_AXES = ("batch", "length", "embed")
 
 
 class Block(nnx.Module):
@@ -115,11 +119,12 @@ class DeepseekV3(nnx.Module):
         mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)
         cos, sin = rope_cos_sin(cfg, positions)
 
-        h = self.embed[...].astype(dt)[tokens]  # (B, T, D)
+        h = constrain(self.embed[...].astype(dt)[tokens], ACTIVATION_AXES)  # (B, T, D)
         loads, balance, new_c, new_r = [], jnp.zeros((), jnp.float32), [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache["c_kv"][i], cache["k_rope"][i])
             h, aux, layer_cache = layer(h, cos, sin, mask, token_mask, layer_cache, index)
+            h = constrain(h, ACTIVATION_AXES)
             if aux is not None:
                 loads.append(aux["expert_load"])
                 balance = balance + aux["balance_loss"]

@@ -1,0 +1,26 @@
+"""Pretrain the tiny MoE-MLA model on the embedded corpus (the base of the R1-Zero miniature).
+
+Command:  python experiments/train.py --config configs/pretrain_tiny.py --workdir /tmp/pretrain
+Hardware: 2 CPU cores.  Runtime: ~5 min for 300 steps (`:runlocal`: 2 steps, seconds).
+Expected: loss falls from ~6.2 (uniform over the 512-token vocab) to below 1.5.
+"""
+
+import dataclasses
+
+from r1jax.config import tiny
+from r1jax.train.experiment import DataConfig, ExperimentConfig, TrainConfig
+from r1jax.train.optim import OptimConfig
+
+
+def get_config(arg=None):
+    cfg = ExperimentConfig(
+        name="pretrain_tiny",
+        model=tiny(vocab_size=512, init_std=0.02),
+        optim=OptimConfig(lr=3e-3, warmup_steps=20, schedule="cosine"),
+        data=DataConfig(task="corpus", mode="pretrain", seq_len=128, batch_size=16),
+        train=TrainConfig(steps=300, log_every=10, ckpt_every=100),
+    )
+    if arg == "runlocal":
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seq_len=64, batch_size=4),
+                                  train=TrainConfig(steps=2, log_every=1, ckpt_every=2))
+    return cfg

@@ -1,0 +1,39 @@
+"""Shared command line of the experiment scripts: --config recipe, --config.x overrides,
+--workdir, and the jax.distributed flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def parse_args(argv=None, *, description: str = ""):
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="configs/<recipe>.py[:arg]")
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, plots")
+    parser.add_argument("--coordinator_address", default=os.environ.get("JAX_COORDINATOR_ADDRESS"))
+    parser.add_argument("--num_processes", type=int, default=int(os.environ.get("JAX_NUM_PROCESSES", "1")))
+    parser.add_argument("--process_id", type=int, default=int(os.environ.get("JAX_PROCESS_ID", "0")))
+    args, rest = parser.parse_known_args(argv)
+    bad = [r for r in rest if not r.startswith("--config.")]
+    if bad:
+        parser.error(f"unrecognized arguments: {bad}")
+
+    from r1jax.train.experiment import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config(args.config), rest)
+    return args, cfg
+
+
+def setup_distributed(args) -> None:
+    """jax.distributed.initialize when more than one process is asked for (CPU: gloo)."""
+    if args.num_processes <= 1:
+        return
+    import jax
+
+    if not args.coordinator_address:
+        raise SystemExit("--num_processes > 1 needs --coordinator_address host:port")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)

@@ -1,0 +1,73 @@
+"""Mesh construction and shardings of params, optimizer state and batches.
+
+Parameters are born sharded: `jax.eval_shape(init)` gives shapes, the logical-axis table
+(r1jax/nn/partitioning.py) gives a NamedSharding per leaf, and `jax.jit(init, out_shardings=...)`
+materialises each shard on its own device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from r1jax.nn.partitioning import LOGICAL_AXIS_RULES, MESH_AXES, constrain, logical_to_spec
+
+__all__ = ["MeshConfig", "make_mesh", "param_shardings", "batch_sharding", "replicated",
+           "LOGICAL_AXIS_RULES", "MESH_AXES", "constrain", "logical_to_spec", "shardings_like"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Sizes of the mesh axes; one may be -1 to take the remaining devices."""
+
+    data: int = -1
+    fsdp: int = 1
+    expert: int = 1
+    tensor: int = 1
+
+    def resolve(self, n_devices: int) -> tuple[int, ...]:
+        sizes = [self.data, self.fsdp, self.expert, self.tensor]
+        if sizes.count(-1) > 1:
+            raise ValueError(f"at most one mesh axis may be -1; got {self}")
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            if n_devices % known:
+                raise ValueError(f"{n_devices} devices cannot fill mesh {self}: {known} does not divide it")
+            sizes[sizes.index(-1)] = n_devices // known
+        if math.prod(sizes) != n_devices:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                             f"but {n_devices} are available")
+        return tuple(sizes)
+
+
+def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
+    devices = jax.devices() if devices is None else devices
+    sizes = cfg.resolve(len(devices))
+    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def shardings_like(abstract_tree, axes_tree, mesh: Mesh):
+    """NamedSharding per leaf of `abstract_tree` from the matching logical axes in `axes_tree`."""
+    mesh_shape = dict(mesh.shape)
+    return jax.tree.map(
+        lambda s, axes: NamedSharding(mesh, logical_to_spec(axes, s.shape, mesh_shape)),
+        abstract_tree, axes_tree, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def param_shardings(model_cfg, mesh: Mesh):
+    from r1jax import models
+
+    return shardings_like(models.abstract_params(model_cfg), models.param_axes(model_cfg), mesh)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Leading (batch) dim over data x fsdp x expert; the rest replicated."""
+    return NamedSharding(mesh, P(LOGICAL_AXIS_RULES["batch"], *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())

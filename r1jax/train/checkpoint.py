@@ -1,0 +1,77 @@
+"""Orbax checkpoints of TrainState plus the data iterator state.
+
+Async saves every N steps, keep K, a forced save on SIGTERM/Ctrl-C (the loop calls
+`save(..., force=True)`), and restore onto any mesh: the abstract target carries the new
+shardings and orbax reshards while reading.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every,
+                                               enable_async_checkpointing=async_save, create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "data"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_state: dict, *, force: bool = False) -> bool:
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+
+    def restore(self, abstract_state, step: int | None = None):
+        """(state, data_state) at `step` (default latest), or None if there is no checkpoint.
+        `abstract_state` is a tree of jax.ShapeDtypeStruct with the target shardings."""
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            return None
+        if step not in self.manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory} "
+                                    f"(have {sorted(self.manager.all_steps())})")
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for truncated or foreign files
+            raise ValueError(f"checkpoint {self.directory}/{step} could not be restored "
+                             f"({type(e).__name__}: {e}); delete it to fall back to an earlier step") from e
+        return out["state"], out["data"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_with_shardings(abstract_tree, shardings):
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract_tree, shardings)
+
+
+def restore_params(directory: str, abstract_params, step: int | None = None):
+    """Only the params of a TrainState checkpoint (to start the next stage of a pipeline)."""
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint steps in {directory}")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item={"params": abstract_params},
+            restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding),
+                                      {"params": abstract_params}),
+            partial_restore=True)))
+    manager.close()
+    return restored["state"]["params"]

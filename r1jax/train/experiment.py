@@ -1,0 +1,127 @@
+"""Typed experiment configs, `--config path.py:arg` loading and `--config.a.b=value` overrides.
+
+A recipe in configs/ is a Python file with `get_config(arg) -> ExperimentConfig` (or any nested
+frozen dataclass). Overrides are parsed with the type of the field they set; an unknown key fails
+with the list of valid keys at that level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import types
+import typing
+
+from r1jax.config import ModelConfig, tiny
+from r1jax.sharding import MeshConfig
+from r1jax.train.optim import OptimConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    task: str = "corpus"  # corpus | arithmetic | countdown | a .jsonl/.parquet path
+    mode: str = "pretrain"  # pretrain (packed rows) | sft (padded, prompt masked)
+    seq_len: int = 128
+    batch_size: int = 16  # global, over all processes
+    vocab_size: int = 512  # requested sentencepiece vocab (trained on the embedded corpus)
+    tokenizer_path: str = ""  # a given .model; empty = train/cache one in the workdir
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    log_every: int = 10
+    ckpt_every: int = 100
+    keep: int = 3
+    async_checkpoint: bool = True
+    grad_accum: int = 1
+    mtp_weight: float = 0.3  # lambda [V3 §4.2: 0.3, later 0.1]
+    bias_update_speed: float = 1e-3  # gamma of the aux-loss-free rule [V3 §4.2]
+    seed: int = 0
+    peak_tflops: float = 0.0  # device peak for MFU; 0 = do not report MFU
+    init_from: str = ""  # a checkpoint directory whose params start this run (next stage)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "pretrain"
+    model: ModelConfig = dataclasses.field(default_factory=tiny)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def load_config(spec: str):
+    """`configs/file.py[:arg]` -> the recipe's get_config(arg)."""
+    path, _, arg = spec.partition(":")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} defines no get_config(arg)")
+    return module.get_config(arg or None)
+
+
+def _parse(value: str, annotation, field_path: str):
+    """Parse a command-line string as the field's declared type."""
+    hint = annotation
+    if isinstance(hint, str):
+        hint = eval(hint, vars(typing), {})  # noqa: S307 - our own annotations, not user text
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value.lower() in ("none", "null") and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"--config.{field_path}={value!r}: choose one of {typing.get_args(hint)}")
+        return value
+    if hint is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--config.{field_path}={value!r}: expected true or false")
+        return value.lower() in ("true", "1")
+    if hint in (int, float, str):
+        try:
+            return hint(value)
+        except ValueError:
+            raise ValueError(f"--config.{field_path}={value!r}: expected {hint.__name__}") from None
+    if origin is tuple:
+        return tuple(json.loads(value))
+    raise ValueError(f"--config.{field_path}: cannot set a field of type {hint} from the command line")
+
+
+def apply_override(cfg, key: str, value: str):
+    """Return cfg with the dotted `key` set to `value` (a string, parsed by the field's type)."""
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    if head not in fields:
+        raise ValueError(f"unknown config key {key!r} in {type(cfg).__name__}; "
+                         f"valid keys: {sorted(fields)}")
+    current = getattr(cfg, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"config key {head!r} is {current!r}, which has no field {rest!r}")
+        return dataclasses.replace(cfg, **{head: apply_override(current, rest, value)})
+    hints = typing.get_type_hints(type(cfg))
+    return dataclasses.replace(cfg, **{head: _parse(value, hints[head], key)})
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like --config.key=value")
+        cfg = apply_override(cfg, key.removeprefix("--config.").removeprefix("config."), value)
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

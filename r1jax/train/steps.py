@@ -1,0 +1,155 @@
+"""Pure train steps: `(state, batch) -> (state, metrics)`.
+
+`make_step(loss_fn, ...)` owns everything a step does besides the loss: gradient accumulation,
+the optimizer update, the aux-loss-free routing-bias rule and the common metrics. SFT and
+pretraining use `lm_loss`; GRPO and distillation plug in their own loss functions.
+
+A loss function is `loss_fn(params, microbatch, norms) -> (loss, aux)`; `norms` are batch-wide
+normalisers computed from the whole batch before splitting it into microbatches, so that the sum
+of microbatch gradients equals the full-batch gradient exactly. aux must hold `expert_load`
+(L_moe, E), `mtp_expert_load` (D, E) and `metrics` (dict of scalars summed over microbatches).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from r1jax import models
+from r1jax.config import ModelConfig
+from r1jax.nn.balance import update_routing_bias
+from r1jax.train.state import TrainState
+
+
+def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log p(target) per position, (B, T), in float32."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def mtp_targets(targets, loss_mask, segment_ids, depth: int):
+    """Depth-k MTP at position i predicts token i+k+1 = targets[i+k] [V3 eq. 24]; valid while
+    i+k is inside the row and the same packed document."""
+    t = targets.shape[1]
+    shift = lambda x: jnp.pad(x[:, depth:], ((0, 0), (0, depth)))  # noqa: E731
+    mask = shift(loss_mask.astype(jnp.float32))
+    if segment_ids is not None:
+        mask = mask * (shift(segment_ids) == segment_ids)
+    return shift(targets), mask * (jnp.arange(t) < t - depth)
+
+
+def lm_norms(batch: dict, model_cfg: ModelConfig) -> dict:
+    """Token counts of the whole batch: the denominators of the NLL and of each MTP depth."""
+    seg = batch.get("segment_ids")
+    norms = {"n_tokens": jnp.maximum(batch["loss_mask"].astype(jnp.float32).sum(), 1.0)}
+    norms["n_mtp"] = jnp.stack([
+        jnp.maximum(mtp_targets(batch["targets"], batch["loss_mask"], seg, k)[1].sum(), 1.0)
+        for k in range(1, model_cfg.num_mtp_modules + 1)]) if model_cfg.num_mtp_modules else jnp.ones((0,))
+    return norms
+
+
+def lm_loss(model_cfg: ModelConfig, *, mtp_weight: float, n_micro: int = 1):
+    """Next-token NLL over loss_mask + (lambda/D) * sum_k L_MTP^k + sequence balance loss."""
+
+    def loss_fn(params, batch, norms):
+        seg = batch.get("segment_ids")
+        logits, aux = models.forward(model_cfg, params, batch["inputs"],
+                                     positions=batch.get("positions"),
+                                     attention_mask=None if seg is None else seg > 0,
+                                     segment_ids=seg)
+        mask = batch["loss_mask"].astype(jnp.float32)
+        nll_sum = -jnp.sum(token_logprobs(logits, batch["targets"]) * mask)
+        loss = nll_sum / norms["n_tokens"] + aux["balance_loss"] / n_micro
+        metrics = {"nll": nll_sum / norms["n_tokens"], "balance_loss": aux["balance_loss"] / n_micro}
+        d = model_cfg.num_mtp_modules
+        if d:
+            mtp = jnp.zeros(())
+            for k in range(1, d + 1):
+                tgt, m = mtp_targets(batch["targets"], batch["loss_mask"], seg, k)
+                mtp += -jnp.sum(token_logprobs(aux["mtp_logits"][k - 1], tgt) * m) / norms["n_mtp"][k - 1]
+            loss += mtp_weight / d * mtp
+            metrics["mtp_loss"] = mtp / d
+        metrics["loss"] = loss
+        return loss, {"expert_load": aux["expert_load"],
+                      "mtp_expert_load": aux.get("mtp_expert_load", jnp.zeros((0, model_cfg.n_routed_experts))),
+                      "metrics": metrics}
+
+    return loss_fn
+
+
+def apply_routing_bias_rule(model_cfg: ModelConfig, params: dict, loads, mtp_loads, speed: float):
+    """b += speed * sign(mean - load) for every MoE layer (and MTP block) from this step's load."""
+    params = dict(params)
+    layers = dict(params["layers"])
+    for j, i in enumerate(range(model_cfg.first_k_dense, model_cfg.num_layers)):
+        layer = dict(layers[i])
+        layer["moe"] = {**layer["moe"], "bias": update_routing_bias(layer["moe"]["bias"], loads[j], speed)}
+        layers[i] = layer
+    params["layers"] = layers
+    if model_cfg.num_mtp_modules:
+        mtp = dict(params["mtp"])
+        for k in range(model_cfg.num_mtp_modules):
+            block = dict(mtp[k]["block"])
+            block["moe"] = {**block["moe"], "bias": update_routing_bias(block["moe"]["bias"], mtp_loads[k], speed)}
+            mtp[k] = {**mtp[k], "block": block}
+        params["mtp"] = mtp
+    return params
+
+
+def make_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn: Callable,
+              norms_fn: Callable, *, grad_accum: int = 1, bias_update_speed: float = 0.0,
+              lr_schedule: Callable | None = None):
+    """Build `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch: dict):
+        norms = norms_fn(batch)
+        if grad_accum == 1:
+            (_, aux), grads = grad_fn(state.params, batch, norms)
+        else:
+            def split(x):
+                if x.shape[0] % grad_accum:
+                    raise ValueError(f"batch {x.shape[0]} is not divisible by grad_accum={grad_accum}")
+                return x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
+
+            def body(carry, micro):
+                (_, aux), g = grad_fn(state.params, micro, norms)
+                return jax.tree.map(jnp.add, carry, (g, aux)), None
+
+            micro_batch = jax.tree.map(split, batch)
+            zeros = jax.eval_shape(
+                lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro_batch), norms))
+            init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+            (grads, aux), _ = jax.lax.scan(body, init, micro_batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if bias_update_speed and model_cfg.num_moe_layers:
+            params = apply_routing_bias_rule(model_cfg, params, aux["expert_load"],
+                                             aux["mtp_expert_load"], bias_update_speed)
+        load = aux["expert_load"]
+        metrics = dict(aux["metrics"])
+        metrics["grad_norm"] = optax.global_norm(grads)
+        if lr_schedule is not None:
+            metrics["lr"] = lr_schedule(state.step)
+        if load.size:
+            # max/mean expert load, averaged over MoE layers: 1.0 is perfectly balanced.
+            metrics["expert_load_max_over_mean"] = jnp.mean(load.max(-1) / jnp.maximum(load.mean(-1), 1e-9))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return step
+
+
+def sft_step_fn(model_cfg: ModelConfig, tx, *, mtp_weight: float = 0.3, grad_accum: int = 1,
+                bias_update_speed: float = 0.0, lr_schedule=None):
+    """`sft_step(state, batch)`: batch from `sft_batches` (prompt masked) or `pretraining_batches`."""
+    return make_step(model_cfg, tx, lm_loss(model_cfg, mtp_weight=mtp_weight, n_micro=grad_accum),
+                     lambda b: lm_norms(b, model_cfg), grad_accum=grad_accum,
+                     bias_update_speed=bias_update_speed, lr_schedule=lr_schedule)
+
+
+pretrain_step_fn = sft_step_fn
