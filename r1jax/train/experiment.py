@@ -28,6 +28,10 @@ class DataConfig:
     vocab_size: int = 512  # requested sentencepiece vocab (trained on the embedded corpus)
     tokenizer_path: str = ""  # a given .model; empty = train/cache one in the workdir
     seed: int = 0
+    # How processes split the global batch: "slice" = every process reads the same global stream
+    # and keeps its rows (N processes see exactly the 1-process batches); "disjoint" = each process
+    # reads its own shard of the examples (no duplicated reading; batches differ from 1 process).
+    process_split: str = "slice"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,8 +57,21 @@ def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN):
     make = {"pretrain": rdata.pretraining_batches, "sft": rdata.sft_batches}
     if d.mode not in make:
         raise ValueError(f"data.mode={d.mode!r}: choose one of {sorted(make)}")
+    if d.process_split not in ("slice", "disjoint"):
+        raise ValueError(f"data.process_split={d.process_split!r}: choose 'slice' or 'disjoint'")
+    disjoint = d.process_split == "disjoint"
     return make[d.mode](examples, tok, seq_len=d.seq_len, batch_size=d.batch_size, seed=d.seed,
-                        num_shards=jax.process_count(), shard_index=jax.process_index())
+                        num_shards=jax.process_count() if disjoint else 1,
+                        shard_index=jax.process_index() if disjoint else 0)
+
+
+def process_rows(cfg: ExperimentConfig, batch: dict) -> dict:
+    """This process's rows of a global batch (process_split="slice")."""
+    if cfg.data.process_split != "slice" or jax.process_count() == 1:
+        return batch
+    rows = cfg.data.batch_size // jax.process_count()
+    lo = jax.process_index() * rows
+    return {k: np.asarray(v)[lo:lo + rows] for k, v in batch.items()}
 
 
 def check_batch_divisible(cfg: ExperimentConfig, mesh) -> None:
@@ -131,7 +144,7 @@ def run(cfg: ExperimentConfig, workdir: str) -> list[dict]:
     t0 = time.perf_counter()
     with StopRequested() as stop, jax.set_mesh(mesh):
         for step in bar:
-            local = next(data_iter)
+            local = process_rows(cfg, next(data_iter))
             batch = {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v))
                      for k, v in local.items()}
             with jax.transfer_guard("disallow"):

@@ -21,13 +21,8 @@ import optax
 from r1jax import models
 from r1jax.config import ModelConfig
 from r1jax.nn.balance import update_routing_bias
+from r1jax.nn.logprobs import token_logprobs
 from r1jax.train.state import TrainState
-
-
-def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """log p(target) per position, (B, T), in float32."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
 def mtp_targets(targets, loss_mask, segment_ids, depth: int):
@@ -89,7 +84,7 @@ def apply_routing_bias_rule(model_cfg: ModelConfig, params: dict, loads, mtp_loa
         layer["moe"] = {**layer["moe"], "bias": update_routing_bias(layer["moe"]["bias"], loads[j], speed)}
         layers[i] = layer
     params["layers"] = layers
-    if model_cfg.num_mtp_modules:
+    if model_cfg.num_mtp_modules and mtp_loads.shape[0]:  # no MTP loads when MTP was not run
         mtp = dict(params["mtp"])
         for k in range(model_cfg.num_mtp_modules):
             block = dict(mtp[k]["block"])
