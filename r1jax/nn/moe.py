@@ -13,6 +13,7 @@ from flax import nnx
 from r1jax.config import ModelConfig
 from r1jax.nn.balance import sequence_balance_loss
 from r1jax.nn.mlp import SwiGLU
+from r1jax.nn.moe_dispatch import routed_experts
 from r1jax.nn.params import RoutingBias, normal_param
 
 
@@ -44,14 +45,6 @@ def route_tokens(scores: jax.Array, bias: jax.Array, *, top_k: int, n_group: int
     return weights * scaling, indices
 
 
-def expert_ffn(x: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array,
-               group_sizes: jax.Array) -> jax.Array:
-    """SwiGLU of rows sorted by expert. x (M, D); gate/up (E, D, F); down (E, F, D)."""
-    h = jax.lax.ragged_dot(x, gate, group_sizes)  # (M, F)
-    u = jax.lax.ragged_dot(x, up, group_sizes)  # (M, F)
-    return jax.lax.ragged_dot(jax.nn.silu(h) * u, down, group_sizes)  # (M, D)
-
-
 class MoE(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -80,17 +73,11 @@ class MoE(nnx.Module):
             topk_group=cfg.topk_group, method=cfg.topk_method,
             norm_topk_prob=cfg.norm_topk_prob, scaling=cfg.routed_scaling_factor)
 
-        # Dispatch without dropping tokens: sort the N*K (token, expert) pairs by expert and run
-        # one grouped matmul over the contiguous groups.
         flat_expert = indices.reshape(-1)  # (N*K,)
-        order = jnp.argsort(flat_expert, stable=True)  # (N*K,)
-        token_of = order // k  # (N*K,) source token of each sorted row
-        group_sizes = jnp.bincount(flat_expert, length=e).astype(jnp.int32)  # (E,)
-        dt = x.dtype
-        out = expert_ffn(xf[token_of], self.gate[...].astype(dt), self.up[...].astype(dt),
-                         self.down[...].astype(dt), group_sizes)  # (N*K, D)
-        out = out * weights.reshape(-1)[order][:, None].astype(dt)
-        y = jnp.zeros((n, d), dt).at[token_of].add(out).reshape(b, t, d)
+        # Dispatch without dropping tokens: grouped matmul over pairs sorted by expert, expert-
+        # parallel when the ambient mesh has an `expert` axis (r1jax/nn/moe_dispatch.py).
+        y = routed_experts(xf, weights, indices, self.gate[...], self.up[...], self.down[...],
+                           n_experts=e).reshape(b, t, d)
         if self.shared is not None:
             y = y + self.shared(x)
 
