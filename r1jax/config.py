@@ -68,6 +68,9 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
     init_std: float = 0.006  # every learnable weight ~ N(0, 0.006^2) [V3 §4.2]
+    # Projection precision [V3 §3.3]: "bf16" (plain matmul in `dtype`), "fp8_v3" (1x128 / 128x128
+    # E4M3 tiles, FP32 promotion per 128) or "fp8_per_tensor" (the coarse baseline).
+    precision: str = "bf16"
     dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
     param_dtype: str = "float32"
 
@@ -86,6 +89,8 @@ class ModelConfig:
             )
         if self.qk_rope_head_dim % 2:
             raise ValueError(f"qk_rope_head_dim={self.qk_rope_head_dim} must be even")
+        if self.precision not in ("bf16", "fp8_v3", "fp8_per_tensor"):
+            raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
         if not 0 <= self.first_k_dense <= self.num_layers:
             raise ValueError(f"first_k_dense={self.first_k_dense} must lie in [0, num_layers={self.num_layers}]")
 

@@ -64,9 +64,9 @@ def param_shardings(model_cfg, mesh: Mesh):
     return shardings_like(models.abstract_params(model_cfg), models.param_axes(model_cfg), mesh)
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Leading (batch) dim over data x fsdp x expert; the rest replicated."""
-    return NamedSharding(mesh, P(LOGICAL_AXIS_RULES["batch"], *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dim over data x fsdp x expert; the rest replicated (any rank >= 1)."""
+    return NamedSharding(mesh, P(LOGICAL_AXIS_RULES["batch"]))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.nn.linear import project, project_in
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import normal_param
 from r1jax.nn.rope import apply_rope
@@ -49,19 +50,19 @@ class MLA(nnx.Module):
 
     def queries(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
         """(q_nope (B, T, H, N), q_rope (B, T, H, R) rotated)."""
-        cfg, dt = self.cfg, x.dtype
+        cfg, r = self.cfg, self.cfg.precision
         if cfg.q_lora_rank is None:
-            q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
+            q = project(x, self.q_proj[...], r)  # (B, T, H, N+R)
         else:
-            c_q = self.q_norm(jnp.einsum("btd,dq->btq", x, self.q_a[...].astype(dt)))  # (B, T, Q)
-            q = jnp.einsum("btq,qhk->bthk", c_q, self.q_b[...].astype(dt))  # (B, T, H, N+R)
+            c_q = self.q_norm(project(x, self.q_a[...], r))  # (B, T, Q)
+            q = project(c_q, self.q_b[...], r)  # (B, T, H, N+R)
         q_nope, q_rope = jnp.split(q, [cfg.qk_nope_head_dim], axis=-1)
         return q_nope, apply_rope(q_rope, cos, sin, interleave=cfg.rope_interleave)
 
     def latents(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
         """(c_kv (B, T, C) normalised, k_rope (B, T, R) rotated): what the cache stores."""
         cfg = self.cfg
-        kv = jnp.einsum("btd,dc->btc", x, self.kv_a[...].astype(x.dtype))  # (B, T, C+R)
+        kv = project(x, self.kv_a[...], cfg.precision)  # (B, T, C+R)
         c_kv, k_rope = jnp.split(kv, [cfg.kv_lora_rank], axis=-1)
         # RMSNorm on the latent only; the rope key is not normalised [V3 §1.2 code mapping].
         return self.kv_norm(c_kv), apply_rope(k_rope, cos, sin, interleave=cfg.rope_interleave)
@@ -80,8 +81,8 @@ class MLA(nnx.Module):
         w_kv = self.kv_b[...].astype(dt)  # (C, H, N+V)
         w_uk, w_uv = w_kv[..., :n], w_kv[..., n:]
         if cache_layer is None:
-            k_nope = jnp.einsum("bsc,chn->bshn", c_kv, w_uk)  # (B, S, H, N)
-            v = jnp.einsum("bsc,chv->bshv", c_kv, w_uv)  # (B, S, H, V)
+            kv = project(c_kv, self.kv_b[...], cfg.precision)  # (B, S, H, N+V)
+            k_nope, v = kv[..., :n], kv[..., n:]
             scores = (jnp.einsum("bthn,bshn->bhts", q_nope, k_nope)
                       + jnp.einsum("bthr,bsr->bhts", q_rope, k_rope))  # (B, H, T, S)
             probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
@@ -100,4 +101,4 @@ class MLA(nnx.Module):
             o_lat = jnp.einsum("bhts,bsc->bthc", probs, cache_c.astype(dt))  # (B, T, H, C)
             o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
-        return jnp.einsum("bthv,hvd->btd", o, self.o[...].astype(dt)), new_cache
+        return project_in(o, self.o[...], cfg.precision, 2), new_cache  # (B, T, D)

@@ -55,7 +55,8 @@ class MoE(nnx.Module):
         self.gate = normal_param(rngs, (e, d, f), ("expert", "embed", "mlp"), std, pd)
         self.up = normal_param(rngs, (e, d, f), ("expert", "embed", "mlp"), std, pd)
         self.down = normal_param(rngs, (e, f, d), ("expert", "mlp", "embed"), std, pd)
-        self.shared = (SwiGLU(d, f * cfg.n_shared_experts, std=std, param_dtype=pd, rngs=rngs)
+        self.shared = (SwiGLU(d, f * cfg.n_shared_experts, std=std, param_dtype=pd, rngs=rngs,
+                              precision=cfg.precision)
                        if cfg.n_shared_experts else None)
 
     def __call__(self, x: jax.Array, token_mask: jax.Array | None = None):
@@ -76,8 +77,9 @@ class MoE(nnx.Module):
         flat_expert = indices.reshape(-1)  # (N*K,)
         # Dispatch without dropping tokens: grouped matmul over pairs sorted by expert, expert-
         # parallel when the ambient mesh has an `expert` axis (r1jax/nn/moe_dispatch.py).
+        impl = "ragged_dot" if cfg.precision == "bf16" else cfg.precision
         y = routed_experts(xf, weights, indices, self.gate[...], self.up[...], self.down[...],
-                           n_experts=e).reshape(b, t, d)
+                           n_experts=e, implementation=impl).reshape(b, t, d)
         if self.shared is not None:
             y = y + self.shared(x)
 

@@ -46,12 +46,15 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from r1jax.nn.fp8_ragged import fp8_ragged_dot
+
 EXPERT_AXIS = "expert"
 TENSOR_AXIS = "tensor"
 # Tokens are sharded over the product of these: the `expert` shards hold distinct tokens too, so
 # no device computes a token twice and the all_gather over `expert` rebuilds one token group.
 TOKEN_AXES = ("data", "fsdp", "expert")
-IMPLEMENTATIONS = ("ragged_dot",)
+# "fp8_v3" / "fp8_per_tensor": the V3 FP8 recipe on the expert GEMMs (r1jax/nn/fp8_ragged.py).
+IMPLEMENTATIONS = ("ragged_dot", "fp8_v3", "fp8_per_tensor")
 
 
 def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array,
@@ -64,6 +67,10 @@ def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Ar
         h = jax.lax.ragged_dot(rows, gate, group_sizes)  # (M, F)
         u = jax.lax.ragged_dot(rows, up, group_sizes)  # (M, F)
         return jax.lax.ragged_dot(jax.nn.silu(h) * u, down, group_sizes)  # (M, D)
+    if implementation in ("fp8_v3", "fp8_per_tensor"):
+        h = fp8_ragged_dot(rows, gate, group_sizes, implementation)  # (M, F)
+        u = fp8_ragged_dot(rows, up, group_sizes, implementation)  # (M, F)
+        return fp8_ragged_dot(jax.nn.silu(h) * u, down, group_sizes, implementation)  # (M, D)
     raise ValueError(f"implementation={implementation!r} is not one of {IMPLEMENTATIONS}")
 
 

@@ -34,6 +34,7 @@ class Checkpointer:
         step = self.manager.latest_step() if step is None else step
         if step is None:
             return None
+        abstract_state = on_default_device(abstract_state)
         if step not in self.manager.all_steps():
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory} "
                                     f"(have {sorted(self.manager.all_steps())})")
@@ -53,6 +54,13 @@ class Checkpointer:
         self.manager.close()
 
 
+def on_default_device(abstract_tree):
+    """Give abstract leaves without a sharding the first device's (single-device restores)."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda a: a if getattr(a, "sharding", None) is not None else
+                        jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_tree)
+
+
 def abstract_with_shardings(abstract_tree, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_tree, shardings)
@@ -61,6 +69,7 @@ def abstract_with_shardings(abstract_tree, shardings):
 def restore_params(directory: str, abstract_params, step: int | None = None):
     """Only the params of a TrainState checkpoint (to start the next stage of a pipeline)."""
     directory = os.path.abspath(directory)
+    abstract_params = on_default_device(abstract_params)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     manager = ocp.CheckpointManager(directory, item_names=("state", "data"))

@@ -28,6 +28,8 @@ class DataConfig:
     vocab_size: int = 512  # requested sentencepiece vocab (trained on the embedded corpus)
     tokenizer_path: str = ""  # a given .model; empty = train/cache one in the workdir
     seed: int = 0
+    corpus_tasks: tuple = ("arithmetic", "countdown")  # tasks in the pretraining corpus
+    noise_rate: float = 0.3  # corpus solutions with a planted slip (so RL has something to fix)
     # How processes split the global batch: "slice" = every process reads the same global stream
     # and keeps its rows (N processes see exactly the 1-process batches); "disjoint" = each process
     # reads its own shard of the examples (no duplicated reading; batches differ from 1 process).
@@ -97,8 +99,12 @@ def _parse(value: str, annotation, field_path: str):
             return hint(value)
         except ValueError:
             raise ValueError(f"--config.{field_path}={value!r}: expected {hint.__name__}") from None
-    if origin is tuple:
-        return tuple(json.loads(value))
+    if hint is tuple or origin is tuple:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--config.{field_path}={value!r}: expected a JSON list") from None
+        return tuple(tuple(x) if isinstance(x, list) else x for x in parsed)
     raise ValueError(f"--config.{field_path}: cannot set a field of type {hint} from the command line")
 
 

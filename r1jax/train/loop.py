@@ -47,7 +47,8 @@ class StopRequested:
 def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN):
     d = cfg.data
     if d.task == "corpus":
-        examples = rdata.corpus_dataset(seed=d.seed)
+        examples = rdata.corpus_dataset(seed=d.seed, task_names=tuple(d.corpus_tasks),
+                                        noise_rate=d.noise_rate)
     elif d.task in ("arithmetic", "countdown"):
         examples = rdata.task_dataset(d.task, seed=d.seed, split=split)
     elif d.task.endswith((".jsonl", ".parquet")):

@@ -26,7 +26,7 @@ class MetricsLog:
         self._file.flush()
         if self._tb is not None:
             for k, v in metrics.items():
-                if k != "step":
+                if k != "step" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, metrics["step"])
 
     def close(self) -> None:

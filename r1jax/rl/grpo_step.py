@@ -1,0 +1,94 @@
+"""`grpo_step(state, batch) -> (state, metrics)`: the GRPO loss plugged into the shared step.
+
+The batch is built on the host from a sampling round (`grpo_batch`): prompt + completion as one
+sequence, the completion tokens as the loss mask, the behaviour logprobs (pi_old, from the
+sampler), the reference logprobs (pi_ref, from `sequence_logprobs` with frozen params) and one
+advantage per sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from r1jax import models
+from r1jax.config import ModelConfig
+from r1jax.nn.logprobs import token_logprobs
+from r1jax.rl.grpo import aggregation_normalizer, grpo_loss
+from r1jax.train.steps import make_step
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+    group_size: int = 8  # G samples per prompt
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None  # DAPO clip-higher: 0.28 with clip_eps 0.2
+    kl_beta: float = 0.001  # R1-Zero [Nature Methods]
+    aggregation: str = "grpo"  # grpo | token (DAPO) | dr_grpo
+    max_len_normalizer: int | None = None  # dr_grpo constant; default: max new tokens
+    normalize_std: bool = True  # False = Dr. GRPO advantages r - mean
+    inner_updates: int = 1  # mu: policy updates per sampling round, reusing pi_old
+    ref_update_every: int = 0  # replace pi_ref by the policy every N steps (R1-Zero: 400); 0 = never
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
+
+
+def grpo_batch(prompt_tokens, prompt_mask, sampled: dict, advantages) -> dict:
+    """One sequence per sample: [prompt (P) | completion (N)], shifted for next-token logprobs.
+
+    prompt_tokens/prompt_mask (R, P) already repeated per sample; sampled from `sample`.
+    Returns inputs/targets/attention_mask/positions/loss_mask/old_logp (R, P+N-1), advantages (R,).
+    """
+    seq = jnp.concatenate([prompt_tokens, sampled["tokens"]], axis=1)  # (R, P+N)
+    valid = jnp.concatenate([prompt_mask.astype(jnp.bool_), sampled["mask"]], axis=1)
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+    p = prompt_tokens.shape[1]
+    # Target j is token j+1: the generated token i sits at target index P-1+i.
+    zeros = jnp.zeros((seq.shape[0], p - 1))
+    return {"inputs": seq[:, :-1], "targets": seq[:, 1:], "attention_mask": valid[:, :-1],
+            "positions": positions[:, :-1].astype(jnp.int32),
+            "loss_mask": jnp.concatenate([zeros.astype(jnp.bool_), sampled["mask"]], axis=1),
+            "old_logp": jnp.concatenate([zeros, sampled["logprobs"]], axis=1),
+            "advantages": advantages.astype(jnp.float32)}
+
+
+def _logprobs(cfg: ModelConfig, params, batch):
+    logits, aux = models.forward(cfg, params, batch["inputs"], positions=batch["positions"],
+                                 attention_mask=batch["attention_mask"], with_mtp=False)
+    return token_logprobs(logits, batch["targets"]), aux
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def sequence_logprobs(cfg: ModelConfig, params, batch) -> jax.Array:
+    """log pi(target) per position (R, T) for a grpo_batch: the reference policy's logprobs."""
+    return _logprobs(cfg, params, batch)[0]
+
+
+def grpo_step_fn(model_cfg: ModelConfig, tx, gcfg: GRPOConfig, *, grad_accum: int = 1,
+                 bias_update_speed: float = 0.0, lr_schedule=None):
+    """Pure `grpo_step(state, batch)`; batch from `grpo_batch` plus `ref_logp`."""
+
+    def norms_fn(batch):
+        return {"normalizer": aggregation_normalizer(batch["loss_mask"], gcfg.aggregation,
+                                                     gcfg.max_len_normalizer)}
+
+    def loss_fn(params, batch, norms):
+        logp, aux = _logprobs(model_cfg, params, batch)
+        loss, metrics = grpo_loss(
+            logp, batch["old_logp"], batch["ref_logp"], batch["advantages"], batch["loss_mask"],
+            clip_eps=gcfg.clip_eps, clip_eps_high=gcfg.clip_eps_high, kl_beta=gcfg.kl_beta,
+            aggregation=gcfg.aggregation, max_len_normalizer=gcfg.max_len_normalizer,
+            normalizer=norms["normalizer"])
+        loss = loss + aux["balance_loss"] / grad_accum
+        # Microbatch metrics are summed by the step: pre-divide the means.
+        metrics = {k: (v if k in ("loss", "num_tokens") else v / grad_accum) for k, v in metrics.items()
+                   if k != "ratio_max"}
+        metrics["loss"] = loss
+        return loss, {"expert_load": aux["expert_load"],
+                      "mtp_expert_load": jnp.zeros((0, model_cfg.n_routed_experts)),
+                      "metrics": metrics}
+
+    return make_step(model_cfg, tx, loss_fn, norms_fn, grad_accum=grad_accum,
+                     bias_update_speed=bias_update_speed, lr_schedule=lr_schedule)

@@ -1,0 +1,104 @@
+"""Batched sampling on the compressed MLA cache: prefill once, then decode token by token.
+
+Axis glossary: B prompts, G samples per prompt, P prompt length (left-padded), N new tokens,
+V vocab. Everything is jitted with static P and N; call it under a mesh and the batch and params
+shard like a train step.
+
+Returned logprobs are the model's own log-softmax of each sampled token (temperature 1, no
+top-p/top-k), i.e. exactly what a forward pass over the finished sequence gives: GRPO uses them
+as the behaviour policy pi_old.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from r1jax import models
+from r1jax.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    greedy: bool = False
+    num_samples: int = 1  # G samples per prompt
+    stop_ids: tuple[int, ...] = ()  # generation of a row ends after any of these (e.g. EOS)
+
+
+def filter_logits(logits: jax.Array, *, temperature: float, top_p: float, top_k: int) -> jax.Array:
+    """Temperature, then top-k, then nucleus (top-p): the smallest set of tokens whose
+    probability reaches top_p keeps its logits, everything else gets -inf. (.., V) float32."""
+    logits = logits.astype(jnp.float32) / max(temperature, 1e-6)
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+        keep_sorted = mass_before < top_p  # the first token is always kept
+        threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return logits
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
+def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
+           prompt_mask: jax.Array, rng: jax.Array) -> dict:
+    """Sample G completions for each left-padded prompt.
+
+    prompt_tokens, prompt_mask: (B, P). Returns (rows ordered prompt-major, B*G rows):
+      tokens (B*G, N) int32, 0 after a row stopped; logprobs (B*G, N) float32;
+      mask (B*G, N) bool, True for generated tokens (the stop token included);
+      lengths (B*G,) int32.
+    """
+    g, n = scfg.num_samples, scfg.max_new_tokens
+    tokens = jnp.repeat(prompt_tokens, g, axis=0)  # (B*G, P)
+    mask = jnp.repeat(prompt_mask.astype(jnp.bool_), g, axis=0)
+    rows, p = tokens.shape
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    cache = models.init_cache(cfg, rows, p + n, jnp.dtype(cfg.dtype))
+    logits, aux = models.forward(cfg, params, tokens, positions=positions, attention_mask=mask,
+                                 cache=cache, with_mtp=False)
+    next_pos = positions[:, -1] + 1  # (B*G,)
+    stop_ids = jnp.asarray(scfg.stop_ids or (-1,), jnp.int32)
+
+    def choose(logits, key):
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (B*G, V)
+        if scfg.greedy:
+            tok = jnp.argmax(logits, axis=-1)
+        else:
+            filtered = filter_logits(logits, temperature=scfg.temperature, top_p=scfg.top_p,
+                                     top_k=scfg.top_k)
+            tok = jax.random.categorical(key, filtered, axis=-1)
+        return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
+
+    def body(carry, key):
+        last_logits, cache, pos, done = carry
+        tok, logp = choose(last_logits, key)
+        alive = ~done
+        tok = jnp.where(alive, tok, 0)
+        logits, aux = models.forward(cfg, params, tok[:, None], positions=pos[:, None],
+                                     attention_mask=alive[:, None], cache=cache, with_mtp=False)
+        done = done | jnp.isin(tok, stop_ids)
+        return (logits[:, -1], aux["cache"], pos + 1, done), (tok, jnp.where(alive, logp, 0.0), alive)
+
+    keys = jax.random.split(rng, n)
+    init = (logits[:, -1], aux["cache"], next_pos, jnp.zeros((rows,), jnp.bool_))
+    _, (toks, logps, alive) = jax.lax.scan(body, init, keys)
+    toks, logps, alive = toks.T, logps.T, alive.T  # (B*G, N)
+    return {"tokens": toks, "logprobs": logps, "mask": alive,
+            "lengths": alive.sum(axis=1).astype(jnp.int32)}
+
+
+def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """Cut decoded text right after the first stop string (kept), for text-level stops."""
+    cut = min((text.find(s) + len(s) for s in stops if s in text), default=len(text))
+    return text[:cut]

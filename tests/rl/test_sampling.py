@@ -1,0 +1,77 @@
+"""The sampling engine: greedy = argmax of the full forward at every step, returned logprobs =
+the forward's logprobs, and top-p never leaves the nucleus."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import config, models
+from r1jax.rl.sampling import SamplingConfig, filter_logits, sample
+
+
+def left_padded_prompts(cfg, b=3, p=6, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, cfg.vocab_size, (b, p)).astype(np.int32)
+    mask = np.ones((b, p), bool)
+    mask[1, :2] = False
+    tokens[~mask] = 0
+    return jnp.asarray(tokens), jnp.asarray(mask)
+
+
+def full_forward_logprobs(cfg, params, prompt, pmask, gen, gmask):
+    seq = jnp.concatenate([prompt, gen], axis=1)
+    m = jnp.concatenate([pmask, gmask], axis=1)
+    pos = jnp.maximum(jnp.cumsum(m, axis=1) - 1, 0)
+    logits, _ = models.forward(cfg, params, seq, positions=pos, attention_mask=m, with_mtp=False)
+    p = prompt.shape[1]
+    logp = jax.nn.log_softmax(logits[:, p - 1:-1], axis=-1)  # predicts each generated token
+    return logp
+
+
+def test_greedy_is_argmax_and_logprobs_match_forward():
+    cfg = config.tiny(init_std=0.1)
+    params = models.init(cfg, jax.random.key(0))
+    prompt, pmask = left_padded_prompts(cfg)
+    with jax.default_matmul_precision("highest"):
+        out = sample(cfg, SamplingConfig(max_new_tokens=8, greedy=True), params, prompt, pmask,
+                     jax.random.key(1))
+        logp = full_forward_logprobs(cfg, params, prompt, pmask, out["tokens"], out["mask"])
+    np.testing.assert_array_equal(np.asarray(out["tokens"]), np.asarray(jnp.argmax(logp, -1)))
+    chosen = jnp.take_along_axis(logp, out["tokens"][..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(out["logprobs"]), np.asarray(chosen), atol=1e-5)
+
+
+def test_sampled_logprobs_and_stop_tokens():
+    cfg = config.tiny(init_std=0.1)
+    params = models.init(cfg, jax.random.key(2))
+    prompt, pmask = left_padded_prompts(cfg, seed=1)
+    stop = (5, 6, 7, 8, 9, 10, 11, 12)  # frequent enough to end some rows early
+    scfg = SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=4, stop_ids=stop)
+    with jax.default_matmul_precision("highest"):
+        out = sample(cfg, scfg, params, prompt, pmask, jax.random.key(3))
+        logp = full_forward_logprobs(cfg, params, jnp.repeat(prompt, 4, 0), jnp.repeat(pmask, 4, 0),
+                                     out["tokens"], out["mask"])
+    chosen = jnp.take_along_axis(logp, out["tokens"][..., None], -1)[..., 0]
+    m = np.asarray(out["mask"])
+    np.testing.assert_allclose(np.asarray(out["logprobs"])[m], np.asarray(chosen)[m], atol=1e-5)
+    toks, lengths = np.asarray(out["tokens"]), np.asarray(out["lengths"])
+    assert out["tokens"].shape == (12, 12)
+    for row in range(12):
+        n = lengths[row]
+        assert m[row, :n].all() and not m[row, n:].any() and (toks[row, n:] == 0).all()
+        if n < 12:
+            assert toks[row, n - 1] in stop  # stopped right after a stop token
+    assert (lengths < 12).any(), "no row stopped: the stop test tested nothing"
+
+
+def test_top_p_never_samples_outside_the_nucleus():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    filtered = filter_logits(logits, temperature=1.0, top_p=0.8, top_k=0)
+    # 0.5 + 0.3 reaches 0.8: only tokens 0 and 1 stay.
+    assert np.isfinite(np.asarray(filtered)).tolist() == [[True, True, False, False]]
+    draws = jax.random.categorical(jax.random.key(0), jnp.repeat(filtered, 20000, 0))
+    counts = np.bincount(np.asarray(draws), minlength=4)
+    assert counts[2] == 0 and counts[3] == 0
+    assert abs(counts[0] / counts[:2].sum() - 0.5 / 0.8) < 0.02  # renormalised within the nucleus
+    top2 = filter_logits(logits, temperature=1.0, top_p=1.0, top_k=2)
+    assert np.isfinite(np.asarray(top2)).tolist() == [[True, True, False, False]]
