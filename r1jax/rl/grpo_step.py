@@ -33,6 +33,7 @@ class GRPOConfig:
     inner_updates: int = 1  # mu: policy updates per sampling round, reusing pi_old
     ref_update_every: int = 0  # replace pi_ref by the policy every N steps (R1-Zero: 400); 0 = never
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
+    overlong_cache_len: int = 0  # DAPO soft overlong punishment over the last N tokens; 0 = off
 
 
 def grpo_batch(prompt_tokens, prompt_mask, sampled: dict, advantages) -> dict:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from r1jax import data as rdata
 from r1jax.eval.evaluate import EvalConfig, decode_completions, evaluate
 from r1jax.rl import rewards
-from r1jax.rl.grpo import dynamic_sampling_mask, group_advantages
+from r1jax.rl.grpo import dynamic_sampling_mask, group_advantages, overlong_penalty
 from r1jax.rl.grpo_step import GRPOConfig, grpo_batch, grpo_step_fn, sequence_logprobs
 from r1jax.rl.sampling import SamplingConfig, sample
 from r1jax.train import loop
@@ -77,6 +77,9 @@ def grpo_round(model_cfg, rl: RLConfig, tok, state, ref_params, prompts: dict, k
     fields = {k: np.repeat(v, g) for k, v in prompts.items() if k not in
               ("prompt_tokens", "prompt_mask", "prompt_lengths")}
     reward = score([None] * len(texts), texts, **fields)  # (B*G,)
+    if rl.grpo.overlong_cache_len:  # DAPO: shape the reward of responses near the length cap
+        reward = reward + np.asarray(overlong_penalty(jnp.asarray(host["lengths"]), rl.max_new_tokens,
+                                                      rl.grpo.overlong_cache_len))
     accuracy = rewards.accuracy_reward(None, texts, answer=fields["answer"])
     adv = group_advantages(jnp.asarray(reward), g, normalize_std=rl.grpo.normalize_std).reshape(-1)
     sampled = dict(out)

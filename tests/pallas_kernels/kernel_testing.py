@@ -1,0 +1,27 @@
+"""Helpers shared by the kernel tests: error metric and CUDA lowering on a CPU host."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BF16_TOL = 1e-2  # relative Frobenius error for bf16 inputs/outputs
+F32_TOL = 1e-5  # same, fp32 paths
+
+
+def rel_err(x, ref) -> float:
+  """Relative Frobenius error of x against ref, in float64."""
+  x = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
+  ref = np.asarray(jnp.asarray(ref, jnp.float32), np.float64)
+  assert np.all(np.isfinite(x)), "non-finite values in kernel output"
+  return float(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def lower_for_cuda(fn, *args):
+  """StableHLO text of `fn` lowered for CUDA on this (CPU) host; no GPU compile happens."""
+  text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+  return text
+
+
+def mosaic_calls(text: str) -> int:
+  return text.count("stablehlo.custom_call @mosaic_gpu")
+
