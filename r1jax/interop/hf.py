@@ -3,6 +3,7 @@
 Handles bf16/fp32 weights, the released FP8 format (E4M3 weights with a float32
 `weight_scale_inv` per 128x128 block), per-expert and fused expert layouts, and the MTP layers
 that the released weights store as `model.layers.{num_hidden_layers + k}`.
+Qwen2 checkpoints (`model_type: "qwen2"`, a `Qwen2Config`) are handed to `hf_qwen2`.
 Our params keep weights as (in, out) with heads as their own axis; HF stores (out, in).
 """
 
@@ -150,8 +151,12 @@ def _load_experts(r: _Reader, prefix: str, abstract: dict) -> dict:
 
 def load_checkpoint(path: str, **config_overrides) -> tuple[ModelConfig, dict]:
     """(cfg, params) from a HF checkpoint directory; params are float32 numpy-backed jax arrays
-    unless `param_dtype` is overridden."""
+    unless `param_dtype` is overridden. A `model_type: "qwen2"` checkpoint gives a Qwen2Config."""
+    from r1jax.interop import hf_qwen2  # it reuses this module's reader
     from r1jax.models import abstract_params  # models import interop-free modules only
+
+    if hf_qwen2.is_qwen2_checkpoint(path):
+        return hf_qwen2.load_checkpoint(path, **config_overrides)
 
     cfg = from_hf_config(path, **config_overrides)
     r = _Reader(open_checkpoint(path))
@@ -225,7 +230,13 @@ def _is_fp8_linear(name: str) -> bool:
 def save_checkpoint(cfg: ModelConfig, params: dict, path: str, *, dtype: str = "float32",
                     fp8: bool = False, max_shard_bytes: int = 4 << 30) -> None:
     """Write config.json + safetensors that `transformers` loads (dtype float32 or bfloat16).
-    With fp8=True, projections are stored in the released E4M3 128x128-block format."""
+    With fp8=True, projections are stored in the released E4M3 128x128-block format.
+    A Qwen2Config writes a Qwen2ForCausalLM checkpoint."""
+    if not isinstance(cfg, ModelConfig):
+        from r1jax.interop import hf_qwen2  # it reuses this module's reader
+
+        return hf_qwen2.save_checkpoint(cfg, params, path, dtype=dtype, fp8=fp8,
+                                        max_shard_bytes=max_shard_bytes)
     tensors = params_to_hf(cfg, params)
     hf_cfg = to_hf_config(cfg)
     np_dtype = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]

@@ -1,5 +1,9 @@
 """Functional API of the DeepSeek-V3 model: `init`, `forward`, `init_cache`, `param_axes`.
 
+Every function dispatches on the config type: a `ModelConfig` runs DeepSeek-V3 (below); other
+architectures register their config type in `ARCHITECTURES` with a module of the same functions
+(`Qwen2Config` -> `r1jax.models.qwen2`, the dense R1-Distill student).
+
 Params are a pure nested dict of arrays (what orbax saves and `r1jax.interop.hf` maps to Hugging
 Face names). The NNX module is rebuilt abstractly from the config and merged with the params
 inside the trace, so every function here is jit-, grad- and eval_shape-friendly.
@@ -7,35 +11,56 @@ inside the trace, so every function here is jit-, grad- and eval_shape-friendly.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.models import qwen2
 from r1jax.models.deepseek_v3 import DeepseekV3
 from r1jax.nn.params import variable_axes
+
+# Config type -> module with the same functional API (DeepSeek-V3 is this module itself).
+ARCHITECTURES = {qwen2.Qwen2Config: qwen2}
+
+
+def _dispatch_on_config(fn):
+    """Run `fn` for a ModelConfig, else the same-named function of the config's architecture."""
+
+    @functools.wraps(fn)
+    def dispatched(cfg, *args, **kwargs):
+        other = ARCHITECTURES.get(type(cfg))
+        return (fn if other is None else getattr(other, fn.__name__))(cfg, *args, **kwargs)
+
+    return dispatched
 
 
 def _abstract_model(cfg: ModelConfig) -> DeepseekV3:
     return nnx.eval_shape(lambda: DeepseekV3(cfg, rngs=nnx.Rngs(0)))
 
 
+@_dispatch_on_config
 def init(cfg: ModelConfig, rng: jax.Array) -> dict:
     """Random params ~ N(0, cfg.init_std^2), norms at 1, routing biases at 0."""
     model = DeepseekV3(cfg, rngs=nnx.Rngs(params=rng))
     return nnx.to_pure_dict(nnx.state(model))
 
 
+@_dispatch_on_config
 def abstract_params(cfg: ModelConfig) -> dict:
     """ShapeDtypeStructs of every param, without allocating (works for the 671B config)."""
     return nnx.to_pure_dict(nnx.state(_abstract_model(cfg)))
 
 
+@_dispatch_on_config
 def param_axes(cfg: ModelConfig) -> dict:
     """Logical axis names of every param, same tree structure as the params."""
     return variable_axes(nnx.state(_abstract_model(cfg)))
 
 
+@_dispatch_on_config
 def bind(cfg: ModelConfig, params: dict) -> DeepseekV3:
     """The NNX module holding `params` (inside a trace, holding tracers)."""
     graphdef, state = nnx.split(_abstract_model(cfg))
@@ -46,6 +71,7 @@ def bind(cfg: ModelConfig, params: dict) -> DeepseekV3:
     return nnx.merge(graphdef, state)
 
 
+@_dispatch_on_config
 def forward(cfg: ModelConfig, params: dict, tokens: jax.Array, *, positions=None,
             attention_mask=None, segment_ids=None, cache=None, with_mtp: bool = True):
     """Logits (B, T, V) float32 and aux.
@@ -67,6 +93,7 @@ def forward(cfg: ModelConfig, params: dict, tokens: jax.Array, *, positions=None
                  segment_ids=segment_ids, cache=cache, with_mtp=with_mtp)
 
 
+@_dispatch_on_config
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
     """Empty latent cache: c_kv (L, B, S, C) and k_rope (L, B, S, R), i.e. 576 values per token
     per layer for V3, plus key validity (B, S) and the next write slot."""

@@ -67,3 +67,12 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, *, interleave: bool
         x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def plain_rope_cos_sin(positions: jax.Array, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos, sin (B, T, dim/2) float32 of unscaled RoPE over a whole head of size `dim` (Qwen2,
+    Llama): inverse frequencies theta^(-2i/dim), rounded in float32 like the HF reference."""
+    exponents = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    inv_freq = (1.0 / theta ** exponents).astype(np.float32)  # (dim/2,)
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # (B, T, dim/2)
+    return jnp.cos(angles), jnp.sin(angles)

@@ -38,6 +38,7 @@ REWARDS = {"accuracy": rewards.accuracy_reward, "format": rewards.format_reward,
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
     task: str = "arithmetic"
+    task_kwargs: tuple = ()  # (knob, value) pairs, e.g. (("max_digits", 2),)
     steps: int = 60
     prompts_per_step: int = 8
     max_prompt_len: int = 48
@@ -119,7 +120,7 @@ def run(cfg: R1ZeroConfig, workdir: str) -> dict:
     base = restore_params(os.path.join(pre_dir, "checkpoints"), abstract.params)
     ckpt = Checkpointer(os.path.join(workdir, "grpo"), save_every=rl.ckpt_every, keep=2)
     restored = ckpt.restore({"train": abstract, "ref": abstract.params})
-    prompts_ds = rdata.rl_prompt_batches(rdata.task_dataset(rl.task, seed=rl.seed), tok,
+    prompts_ds = rdata.rl_prompt_batches(rdata.task_dataset(rl.task, seed=rl.seed, **dict(rl.task_kwargs)), tok,
                                          max_prompt_len=rl.max_prompt_len,
                                          batch_size=rl.prompts_per_step, seed=rl.seed)
     prompt_iter = iter(prompts_ds)
@@ -133,7 +134,8 @@ def run(cfg: R1ZeroConfig, workdir: str) -> dict:
         prompt_iter.set_state(data_state)
 
     # --- Evaluate the base
-    problems = rdata.heldout_problems(rl.task, num_problems=rl.eval.num_problems)
+    problems = rdata.heldout_problems(rl.task, num_problems=rl.eval.num_problems,
+                                      **dict(rl.task_kwargs))
     results_path = os.path.join(workdir, "eval.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     if "base" not in results:

@@ -30,6 +30,7 @@ class DataConfig:
     seed: int = 0
     corpus_tasks: tuple = ("arithmetic", "countdown")  # tasks in the pretraining corpus
     noise_rate: float = 0.3  # corpus solutions with a planted slip (so RL has something to fix)
+    task_kwargs: tuple = ()  # (knob, value) pairs for the tasks, e.g. (("max_digits", 2),)
     # How processes split the global batch: "slice" = every process reads the same global stream
     # and keeps its rows (N processes see exactly the 1-process batches); "disjoint" = each process
     # reads its own shard of the examples (no duplicated reading; batches differ from 1 process).

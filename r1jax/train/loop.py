@@ -46,11 +46,13 @@ class StopRequested:
 
 def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN):
     d = cfg.data
+    knobs = dict(d.task_kwargs)
     if d.task == "corpus":
         examples = rdata.corpus_dataset(seed=d.seed, task_names=tuple(d.corpus_tasks),
-                                        noise_rate=d.noise_rate)
+                                        noise_rate=d.noise_rate,
+                                        task_kwargs={t: knobs for t in d.corpus_tasks})
     elif d.task in ("arithmetic", "countdown"):
-        examples = rdata.task_dataset(d.task, seed=d.seed, split=split)
+        examples = rdata.task_dataset(d.task, seed=d.seed, split=split, **knobs)
     elif d.task.endswith((".jsonl", ".parquet")):
         examples = rdata.file_dataset([d.task])
     else:

@@ -15,12 +15,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ARGS = ["--config", "configs/pretrain_tiny.py:runlocal", "--config.train.steps=12",
         "--config.train.log_every=1", "--config.train.ckpt_every=3"]
 TIMING_KEYS = {"tokens_per_s", "mfu"}
+# The runs compile the same step: share XLA's persistent cache so only the first one pays.
+CACHE_DIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"r1jax_test_resume_cache_{os.getpid()}")
+CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": CACHE_DIR, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def start(workdir, *extra, env=None):
     return subprocess.Popen([sys.executable, "experiments/train.py", *ARGS, "--workdir", str(workdir), *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **CACHE_ENV, **(env or {})})
 
 
 def finish(proc, timeout=600):
