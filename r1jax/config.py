@@ -73,6 +73,9 @@ class ModelConfig:
     precision: str = "bf16"
     dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
     param_dtype: str = "float32"
+    # "xla": plain jnp/lax ops. "pallas": the bf16 Pallas kernels (pallas_kernels/) for the expert
+    # GEMMs and MLA attention where shapes allow; see r1jax/nn/kernels.py for where they run.
+    kernels: str = "xla"
 
     def __post_init__(self):
         if self.n_routed_experts % self.n_group:
@@ -91,6 +94,11 @@ class ModelConfig:
             raise ValueError(f"qk_rope_head_dim={self.qk_rope_head_dim} must be even")
         if self.precision not in ("bf16", "fp8_v3", "fp8_per_tensor"):
             raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
+        if self.kernels not in ("xla", "pallas"):
+            raise ValueError(f"kernels={self.kernels!r}: choose 'xla' or 'pallas'")
+        if self.kernels == "pallas" and self.dtype != "bfloat16":
+            raise ValueError(
+                f"kernels='pallas' runs bf16 kernels: set dtype='bfloat16' (got {self.dtype!r})")
         if not 0 <= self.first_k_dense <= self.num_layers:
             raise ValueError(f"first_k_dense={self.first_k_dense} must lie in [0, num_layers={self.num_layers}]")
 

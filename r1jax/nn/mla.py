@@ -7,6 +7,17 @@ Naive path (training, prefill without cache): expand the latent into per-head ke
 Absorbed path (decoding on the latent cache): fold W_UK into the query and W_UV into the output,
 so attention runs directly over the cached c_kv (C) and k_rope (R): 576 values per token per
 layer for V3 instead of H*(N+R+V). Both compute the same function.
+
+With `cfg.kernels == "pallas"` (bf16) the attention core runs as a Pallas kernel
+(r1jax/nn/kernels.py) when the kernel can express the mask: it takes only per-row key lengths,
+so the mask must be "key s visible iff s < length[b]" plus causality. Only the (B, T, S) mask
+reaches this layer, so the condition is checked on it at run time (`lax.cond`):
+  naive path:    mask == (s <= t) & (s < L[b]), i.e. right-padded or unpadded rows, no packed
+                 segments; L[b] = keys visible to the last query.
+  absorbed path: mask == s < L[b] - T + 1 + t, i.e. every cache slot written so far holds a
+                 valid token (unpadded prompts and generation); L[b] = index + T.
+Other masks (padding inside the cache, e.g. the sampler's left-padded prompts or finished rows,
+and segment_ids) take the XLA einsums.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.nn import kernels
 from r1jax.nn.linear import project, project_in
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import normal_param
@@ -83,10 +95,30 @@ class MLA(nnx.Module):
         if cache_layer is None:
             kv = project(c_kv, self.kv_b[...], cfg.precision)  # (B, S, H, N+V)
             k_nope, v = kv[..., :n], kv[..., n:]
-            scores = (jnp.einsum("bthn,bshn->bhts", q_nope, k_nope)
-                      + jnp.einsum("bthr,bsr->bhts", q_rope, k_rope))  # (B, H, T, S)
-            probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
-            o = jnp.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, V)
+
+            def xla_attention(q_nope, q_rope, k_nope, k_rope, v):
+                scores = (jnp.einsum("bthn,bshn->bhts", q_nope, k_nope)
+                          + jnp.einsum("bthr,bsr->bhts", q_rope, k_rope))  # (B, H, T, S)
+                probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
+                return jnp.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, V)
+
+            args = (q_nope, q_rope, k_nope, k_rope, v)
+            fits_kernel = kernels.attention_kernel_fits(cfg.qk_head_dim, cfg.v_head_dim)
+            if self._use_kernel(dt, fits_kernel):
+                lengths, fits = right_padded_causal_lengths(mask)
+
+                def kernel_attention(q_nope, q_rope, k_nope, k_rope, v):
+                    h = q_nope.shape[2]
+                    q = jnp.concatenate([q_nope, q_rope], axis=-1)  # (B, T, H, N+R)
+                    b, s, r = k_rope.shape
+                    k_rope_h = jnp.broadcast_to(k_rope[:, :, None], (b, s, h, r))  # shared by heads
+                    k = jnp.concatenate([k_nope, k_rope_h], axis=-1)  # (B, S, H, N+R)
+                    o = kernels.causal_attention(q, k, v, lengths, softmax_scale=cfg.softmax_scale)
+                    return o.astype(dt)  # (B, T, H, V)
+
+                o = jax.lax.cond(fits, kernel_attention, xla_attention, *args)
+            else:
+                o = xla_attention(*args)
             new_cache = None
         else:
             cache_c, cache_r = cache_layer
@@ -95,10 +127,58 @@ class MLA(nnx.Module):
             cache_r = jax.lax.dynamic_update_slice_in_dim(cache_r, k_rope.astype(cache_r.dtype),
                                                           cache_index, axis=1)
             q_lat = jnp.einsum("bthn,chn->bthc", q_nope, w_uk)  # (B, T, H, C) absorbed W_UK
-            scores = (jnp.einsum("bthc,bsc->bhts", q_lat, cache_c.astype(dt))
-                      + jnp.einsum("bthr,bsr->bhts", q_rope, cache_r.astype(dt)))  # (B, H, T, S)
-            probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
-            o_lat = jnp.einsum("bhts,bsc->bthc", probs, cache_c.astype(dt))  # (B, T, H, C)
+            keys_c, keys_r = cache_c.astype(dt), cache_r.astype(dt)  # (B, S, C), (B, S, R)
+
+            def xla_latent_attention(q_lat, q_rope, keys_c, keys_r):
+                scores = (jnp.einsum("bthc,bsc->bhts", q_lat, keys_c)
+                          + jnp.einsum("bthr,bsr->bhts", q_rope, keys_r))  # (B, H, T, S)
+                probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
+                return jnp.einsum("bhts,bsc->bthc", probs, keys_c)  # (B, T, H, C)
+
+            args = (q_lat, q_rope, keys_c, keys_r)
+            fits_kernel = kernels.decode_kernel_fits(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
+            if self._use_kernel(dt, fits_kernel):
+                lengths, fits = prefix_cache_lengths(mask)
+
+                def kernel_latent_attention(q_lat, q_rope, keys_c, keys_r):
+                    q = jnp.concatenate([q_lat, q_rope], axis=-1)  # (B, T, H, C+R)
+                    o_lat = kernels.latent_attention(q, keys_c, keys_r, lengths,
+                                                     softmax_scale=cfg.softmax_scale)
+                    return o_lat.astype(dt)  # (B, T, H, C)
+
+                o_lat = jax.lax.cond(fits, kernel_latent_attention, xla_latent_attention, *args)
+            else:
+                o_lat = xla_latent_attention(*args)
             o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
         return project_in(o, self.o[...], cfg.precision, 2), new_cache  # (B, T, D)
+
+    def _use_kernel(self, dt, shapes_fit: bool) -> bool:
+        """Static (trace-time) part of the kernel choice; the mask check is the run-time part."""
+        return (self.cfg.kernels == "pallas" and dt == jnp.bfloat16 and shapes_fit
+                and kernels.available())
+
+
+def right_padded_causal_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-row key lengths L (B,) and whether mask (B, T, T) == (s <= t) & (s < L[b]).
+
+    L[b] is the number of keys the last query sees (it is causally allowed all of them).
+    """
+    t = mask.shape[1]
+    lengths = mask[:, -1, :].sum(-1).astype(jnp.int32)  # (B,)
+    slot = jnp.arange(t)
+    causal = slot[None, :] <= slot[:, None]  # (T, T)
+    expected = causal[None] & (slot[None, None, :] < lengths[:, None, None])  # (B, T, T)
+    return lengths, jnp.all(mask == expected)
+
+
+def prefix_cache_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-row valid cache lengths L (B,) and whether mask (B, T, S) == s < L[b] - T + 1 + t.
+
+    That is the decode kernel's visibility: the T new tokens are the last T of a valid prefix.
+    """
+    t, s = mask.shape[1:]
+    lengths = mask[:, -1, :].sum(-1).astype(jnp.int32)  # (B,)
+    limit = lengths[:, None] - t + 1 + jnp.arange(t)[None, :]  # (B, T)
+    expected = jnp.arange(s)[None, None, :] < limit[:, :, None]  # (B, T, S)
+    return lengths, jnp.all(mask == expected)

@@ -77,7 +77,11 @@ class MoE(nnx.Module):
         flat_expert = indices.reshape(-1)  # (N*K,)
         # Dispatch without dropping tokens: grouped matmul over pairs sorted by expert, expert-
         # parallel when the ambient mesh has an `expert` axis (r1jax/nn/moe_dispatch.py).
-        impl = "ragged_dot" if cfg.precision == "bf16" else cfg.precision
+        # FP8 recipes keep their own grouped GEMM; the Pallas kernel is the bf16 one.
+        if cfg.precision != "bf16":
+            impl = cfg.precision
+        else:
+            impl = "pallas" if cfg.kernels == "pallas" else "ragged_dot"
         y = routed_experts(xf, weights, indices, self.gate[...], self.up[...], self.down[...],
                            n_experts=e, implementation=impl).reshape(b, t, d)
         if self.shared is not None:

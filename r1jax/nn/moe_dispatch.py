@@ -34,8 +34,9 @@ Why all_gather + psum_scatter (measured on XLA:CPU, jax 0.11.2, 8 host devices):
 Where `ragged_all_to_all` compiles (GPU, TPU) it sends n*K rows per device instead of the
 all_gather's ep*n (K/ep as much at V3's ep=64, K=8): the next step for large expert meshes.
 
-`implementation` selects the grouped-matmul kernel; only "ragged_dot" exists today, the name is
-the hook for a Pallas kernel (pallas_kernels/grouped_matmul).
+`implementation` selects the grouped-matmul kernel: "ragged_dot" (XLA), "pallas" (the Mosaic GPU
+kernel of pallas_kernels/grouped_matmul through r1jax/nn/kernels.py, custom_vjp for training;
+XLA's ragged_dot where it cannot run) or an FP8 recipe.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from r1jax.nn import kernels
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
 
 EXPERT_AXIS = "expert"
@@ -54,7 +56,8 @@ TENSOR_AXIS = "tensor"
 # no device computes a token twice and the all_gather over `expert` rebuilds one token group.
 TOKEN_AXES = ("data", "fsdp", "expert")
 # "fp8_v3" / "fp8_per_tensor": the V3 FP8 recipe on the expert GEMMs (r1jax/nn/fp8_ragged.py).
-IMPLEMENTATIONS = ("ragged_dot", "fp8_v3", "fp8_per_tensor")
+# "pallas": the bf16 Pallas grouped matmul (r1jax/nn/kernels.py).
+IMPLEMENTATIONS = ("ragged_dot", "pallas", "fp8_v3", "fp8_per_tensor")
 
 
 def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array,
@@ -67,6 +70,10 @@ def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Ar
         h = jax.lax.ragged_dot(rows, gate, group_sizes)  # (M, F)
         u = jax.lax.ragged_dot(rows, up, group_sizes)  # (M, F)
         return jax.lax.ragged_dot(jax.nn.silu(h) * u, down, group_sizes)  # (M, D)
+    if implementation == "pallas":
+        h = kernels.grouped_matmul(rows, gate, group_sizes)  # (M, F)
+        u = kernels.grouped_matmul(rows, up, group_sizes)  # (M, F)
+        return kernels.grouped_matmul(jax.nn.silu(h) * u, down, group_sizes)  # (M, D)
     if implementation in ("fp8_v3", "fp8_per_tensor"):
         h = fp8_ragged_dot(rows, gate, group_sizes, implementation)  # (M, F)
         u = fp8_ragged_dot(rows, up, group_sizes, implementation)  # (M, F)

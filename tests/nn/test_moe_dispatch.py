@@ -68,7 +68,7 @@ def test_output_in_activation_dtype():
 
 def test_unknown_implementation_names_the_valid_ones():
     args = random_problem(8, 8, 4, 4, 2)
-    with pytest.raises(ValueError, match=r"implementation='pallas_typo'.*\('ragged_dot',\)"):
+    with pytest.raises(ValueError, match=r"implementation='pallas_typo'.*\('ragged_dot', 'pallas', 'fp8_v3', 'fp8_per_tensor'\)"):
         routed_experts(*args, n_experts=4, implementation="pallas_typo")
 
 

@@ -1,0 +1,193 @@
+"""`kernels="pallas"` equals `kernels="xla"`: forward, cached decoding, MoE gradients, lowering.
+
+The Pallas kernels run in the Mosaic GPU interpreter on CPU (`kernel_interpret`). Tolerance: the
+relative Frobenius error ||pallas - xla|| / ||xla|| <= 1e-2 for bf16 activations, the bound the
+kernel tests use (tests/pallas_kernels/kernel_testing.py). The test model's head dims
+(d_qk = 32 + 32, d_v = 64, C = 64) meet the kernels' shape rules (r1jax/nn/kernels.py); one
+dense and one MoE layer, no MTP, keep the interpreter's run short.
+"""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+import pallas_kernels._common
+from r1jax import config, models
+from r1jax.models.deepseek_v3 import attention_mask_for
+from r1jax.nn import kernels
+from r1jax.nn.mla import prefix_cache_lengths, right_padded_causal_lengths
+from r1jax.nn.moe_dispatch import routed_experts
+from tests.pallas_kernels.kernel_testing import lower_for_cuda, mosaic_calls
+
+BF16_TOL = 1e-2
+
+XLA_CFG = config.tiny(dtype="bfloat16", num_layers=2, first_k_dense=1, num_mtp_modules=0,
+                      qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=64, kv_lora_rank=64)
+PALLAS_CFG = XLA_CFG.replace(kernels="pallas")
+
+
+def rel_err(x, ref) -> float:
+    x = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
+    ref = np.asarray(jnp.asarray(ref, jnp.float32), np.float64)
+    assert np.all(np.isfinite(x)), "non-finite values on the Pallas path"
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+@pytest.fixture
+def interpret():
+    """Kernels traced inside run in the interpreter; unwritten SMEM/GMEM reads come out NaN."""
+    try:
+        with kernels.kernel_interpret(plgpu.InterpretGPUParams(uninitialized_memory="nan")) as p:
+            yield p
+    finally:
+        interpret_pallas_call.reset_gpu_interpret_mode_state()  # a kernel that raised leaves state
+
+
+@pytest.fixture(scope="module")
+def params():
+    return jax.jit(models.init, static_argnums=0)(XLA_CFG, jax.random.key(0))
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts the model's calls into r1jax.nn.kernels while tracing: proof the wiring is reached."""
+    calls = collections.Counter()
+    for name in ("grouped_matmul", "causal_attention", "latent_attention"):
+        def counted(*args, _op=getattr(kernels, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _op(*args, **kwargs)
+        monkeypatch.setattr(kernels, name, counted)
+    return calls
+
+
+def test_config_validates_kernels():
+    with pytest.raises(ValueError, match="kernels='triton'"):
+        config.tiny(kernels="triton")
+    with pytest.raises(ValueError, match="dtype='bfloat16'"):
+        config.tiny(kernels="pallas")  # float32 activations cannot feed the bf16 kernels
+
+
+def test_mask_conditions_for_the_attention_kernels():
+    t = 6
+    right = jnp.array([[1] * 6, [1] * 4 + [0] * 2], jnp.bool_)
+    lengths, fits = right_padded_causal_lengths(attention_mask_for(right, None, None, None, t))
+    assert bool(fits) and lengths.tolist() == [6, 4]
+    left = jnp.array([[1] * 6, [0] * 2 + [1] * 4], jnp.bool_)
+    assert not bool(right_padded_causal_lengths(attention_mask_for(left, None, None, None, t))[1])
+    segments = jnp.array([[0, 0, 0, 1, 1, 1]] * 2)
+    packed = attention_mask_for(jnp.ones((2, t), jnp.bool_), segments, None, None, t)
+    assert not bool(right_padded_causal_lengths(packed)[1])
+    # Cache of 8 slots, 5 filled, 2 new tokens at index 5: row 1's first slot is left padding.
+    valid = jnp.array([[1] * 7 + [0], [0] + [1] * 6 + [0]], jnp.bool_)
+    unpadded = valid.at[1, 0].set(True)
+    lengths, fits = prefix_cache_lengths(attention_mask_for(None, None, unpadded, 5, 2))
+    assert bool(fits) and lengths.tolist() == [7, 7]
+    assert not bool(prefix_cache_lengths(attention_mask_for(None, None, valid, 5, 2))[1])
+
+
+def test_forward_logits_match_xla(params, interpret, kernel_calls):
+    b, t = 2, 32
+    tokens = jax.random.randint(jax.random.key(1), (b, t), 0, XLA_CFG.vocab_size)
+    mask = np.ones((b, t), np.int32)
+    mask[1, 20:] = 0  # right padding: the attention kernel gets lengths [32, 20]
+    # The mask the layers see passes the run-time check: the kernel branch of the cond runs.
+    lengths, fits = right_padded_causal_lengths(attention_mask_for(jnp.asarray(mask, bool), None,
+                                                                   None, None, t))
+    assert bool(fits) and lengths.tolist() == [32, 20]
+
+    def logits(cfg):
+        return lambda p, tok, m: models.forward(cfg, p, tok, attention_mask=m)[0]
+
+    want = jax.jit(logits(XLA_CFG))(params, tokens, mask)
+    assert not kernel_calls
+    got = jax.jit(logits(PALLAS_CFG))(params, tokens, mask)
+    # One attention kernel per layer, three grouped GEMMs in the MoE layer.
+    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
+    assert got.shape == want.shape == (b, t, XLA_CFG.vocab_size)
+    assert rel_err(got, want) <= BF16_TOL
+
+
+def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
+    b, prefill, steps, max_len = 2, 8, 2, 64  # a 64-slot cache is one block of the decode kernel
+    tokens = jax.random.randint(jax.random.key(2), (b, prefill + steps), 0, XLA_CFG.vocab_size)
+    # Unpadded rows: the written cache slots are a valid prefix, so the kernel branch runs.
+    for index, t in [(0, prefill), (prefill, 1)]:  # the prefill call, then the first step
+        written = jnp.broadcast_to(jnp.arange(max_len) < index + t, (b, max_len))  # (B, S)
+        assert bool(prefix_cache_lengths(attention_mask_for(None, None, written, index, t))[1])
+
+    def generate(cfg):
+        step = jax.jit(lambda p, tok, c: models.forward(cfg, p, tok, cache=c))
+        cache = models.init_cache(cfg, b, max_len, jnp.bfloat16)
+        out = []
+        for lo, hi in [(0, prefill)] + [(i, i + 1) for i in range(prefill, prefill + steps)]:
+            logits, aux = step(params, tokens[:, lo:hi], cache)
+            out.append(logits)
+            cache = aux["cache"]
+        return jnp.concatenate(out, axis=1)
+
+    want = generate(XLA_CFG)
+    assert not kernel_calls
+    got = generate(PALLAS_CFG)
+    # Two traces (prefill, then T = 1 steps), each: mla_decode per layer + three grouped GEMMs.
+    assert kernel_calls == {"latent_attention": 2 * 2, "grouped_matmul": 2 * 3}
+    assert got.shape == want.shape == (b, prefill + steps, XLA_CFG.vocab_size)
+    for i in range(prefill - 1, prefill + steps):  # the last prefill position, then each step
+        assert rel_err(got[:, i], want[:, i]) <= BF16_TOL, i
+
+
+def test_moe_gradients_match_xla(interpret, kernel_calls):
+    n, d, f, e, k = 48, 64, 32, 8, 2
+    kx, kw, ki, kg, ku, kd, kc = jax.random.split(jax.random.key(3), 7)
+    x = jax.random.normal(kx, (n, d), jnp.bfloat16)
+    weights = jax.random.uniform(kw, (n, k), jnp.float32)
+    # K distinct experts per token, never expert 5: an empty group must get a zero gradient.
+    experts = jnp.array([0, 1, 2, 3, 4, 6, 7])
+    order = jax.random.permutation(ki, jnp.tile(jnp.arange(e - 1), (n, 1)), axis=1,
+                                   independent=True)  # (N, E-1)
+    indices = experts[order[:, :k]]  # (N, K)
+    gate = (jax.random.normal(kg, (e, d, f)) * d ** -0.5).astype(jnp.bfloat16)
+    up = (jax.random.normal(ku, (e, d, f)) * d ** -0.5).astype(jnp.bfloat16)
+    down = (jax.random.normal(kd, (e, f, d)) * f ** -0.5).astype(jnp.bfloat16)
+    cotangent = jax.random.normal(kc, (n, d), jnp.float32)
+
+    def loss(implementation):
+        def fn(x, weights, gate, up, down):
+            y = routed_experts(x, weights, indices, gate, up, down, n_experts=e,
+                               implementation=implementation)  # (N, D)
+            return jnp.sum(y.astype(jnp.float32) * cotangent)
+        return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3, 4)))
+
+    want_loss, want = loss("ragged_dot")(x, weights, gate, up, down)
+    got_loss, got = loss("pallas")(x, weights, gate, up, down)
+    assert kernel_calls == {"grouped_matmul": 3}  # the backward runs the kernel's custom_vjp
+    assert abs(float(got_loss) - float(want_loss)) <= BF16_TOL * abs(float(want_loss))
+    for name, g, w in zip(["x", "weights", "gate", "up", "down"], got, want):
+        assert g.shape == w.shape, name
+        assert rel_err(g, w) <= BF16_TOL, name
+    np.testing.assert_array_equal(np.asarray(got[2][5], np.float32), 0.0)  # empty group: no grad
+
+
+def test_model_lowers_for_hopper_with_compiled_kernels(params, monkeypatch):
+    """Outside the interpreter, on an sm_90 GPU, the model's kernels (with the compiled block
+    sizes) lower to Mosaic GPU custom calls: training step and decoding, checked on this host."""
+    monkeypatch.setattr(pallas_kernels._common, "on_hopper", lambda: True)
+    tokens = jnp.zeros((2, 32), jnp.int32)
+    cache = models.init_cache(PALLAS_CFG, 2, 64, jnp.bfloat16)
+
+    def loss(p, tok):
+        return models.forward(PALLAS_CFG, p, tok)[0].astype(jnp.float32).mean()
+
+    # Distinct kernels (equal shapes share one lowered function): attention forward, dQ and
+    # dK/dV; the grouped GEMM forward, dgrad and dW for the (D -> F) and (F -> D) shapes.
+    assert mosaic_calls(lower_for_cuda(jax.grad(loss), params, tokens)) == 3 + 2 * 3
+    decode = lambda p, tok, c: models.forward(PALLAS_CFG, p, tok, cache=c)[0]
+    # mla_decode and the two grouped GEMM shapes.
+    assert mosaic_calls(lower_for_cuda(decode, params, tokens[:, :1], cache)) == 1 + 2
+    # Without a Hopper GPU and outside the interpreter the same config runs plain XLA.
+    monkeypatch.setattr(pallas_kernels._common, "on_hopper", lambda: False)
+    assert mosaic_calls(lower_for_cuda(jax.grad(loss), params, tokens)) == 0
