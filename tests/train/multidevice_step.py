@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import config
-from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, replicated
+from r1jax import config, models
+from r1jax.distill.distill_step import distill_step_fn
+from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, param_shardings, replicated
 from r1jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import create_sharded_state, state_shardings
@@ -18,6 +19,8 @@ from r1jax.train.steps import sft_step_fn
 from r1jax.rl.grpo_step import GRPOConfig, grpo_step_fn
 
 MESHES = [(8, 1, 1, 1), (2, 2, 2, 1), (1, 2, 2, 2), (2, 1, 4, 1)]
+# The online distillation teacher: another size and layout (one wider MoE layer, no MTP).
+TEACHER = config.tiny(num_layers=1, first_k_dense=0, hidden_size=96, num_mtp_modules=0, init_std=0.1)
 
 
 def batch_for(cfg, b=8, t=16):
@@ -48,10 +51,14 @@ def one_step(cfg, tx, mesh, batch, kind="sft"):
         state, shardings = create_sharded_state(cfg, tx, mesh, jax.random.key(0))
         bsh = batch_sharding(mesh)
         fn = (sft_step_fn(cfg, tx, bias_update_speed=1e-3) if kind == "sft" else
-              grpo_step_fn(cfg, tx, GRPOConfig(kl_beta=0.04, aggregation="token"), bias_update_speed=1e-3))
+              grpo_step_fn(cfg, tx, GRPOConfig(kl_beta=0.04, aggregation="token"), bias_update_speed=1e-3)
+              if kind == "grpo" else
+              distill_step_fn(cfg, tx, teacher_cfg=TEACHER, temperature=2.0, bias_update_speed=1e-3))
+        if kind == "distill":  # the teacher's params ride in the batch, sharded like params
+            bsh = {k: param_shardings(TEACHER, mesh) if k == "teacher" else bsh for k in batch}
         step = jax.jit(fn,
                        in_shardings=(shardings, bsh), out_shardings=(shardings, replicated(mesh)))
-        state, metrics = step(state, {k: jax.device_put(v, bsh) for k, v in batch.items()})
+        state, metrics = step(state, jax.device_put(batch, bsh))
     return state, shardings, metrics
 
 
@@ -80,6 +87,13 @@ def main():
             _, _, g = one_step(cfg, tx, make_mesh(MeshConfig(*shape)), gbatch, "grpo")
             out["grpo" + str(shape)] = {"loss_diff": abs(float(g["loss"]) - float(g_ref["loss"])),
                                         "grad_norm_diff": abs(float(g["grad_norm"]) - float(g_ref["grad_norm"]))}
+        dbatch = {**batch, "teacher": jax.device_get(jax.jit(models.init, static_argnums=0)(
+            TEACHER, jax.random.key(1)))}
+        _, _, d_ref = one_step(cfg, tx, make_mesh(MeshConfig(), jax.devices()[:1]), dbatch, "distill")
+        for shape in [(2, 2, 2, 1)]:
+            _, _, d = one_step(cfg, tx, make_mesh(MeshConfig(*shape)), dbatch, "distill")
+            out["distill" + str(shape)] = {"loss_diff": abs(float(d["loss"]) - float(d_ref["loss"])),
+                                           "grad_norm_diff": abs(float(d["grad_norm"]) - float(d_ref["grad_norm"]))}
         # Save on (8,1,1,1), restore onto (1,2,2,2).
         src_state, _, _ = one_step(cfg, tx, make_mesh(MeshConfig(8, 1, 1, 1)), batch)
         with tempfile.TemporaryDirectory() as d:
@@ -90,7 +104,10 @@ def main():
             sh2, abstract = state_shardings(cfg, tx, mesh2)
             restored, data_state = ck.restore(abstract_with_shardings(abstract, sh2))
             ck.close()
-        diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+        # Typed PRNG keys (state.rng) have no numpy view: compare their key data.
+        as_np = lambda x: np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(  # noqa: E731
+            x.dtype, jax.dtypes.prng_key) else x)
+        diff = jax.tree.map(lambda a, b: float(np.abs(as_np(a) - as_np(b)).max()),
                             jax.device_get(restored), jax.device_get(src_state))
         out["restore_other_mesh"] = {"max_diff": max(jax.tree.leaves(diff)), "data_state": data_state,
                                      "spec": str(restored.params["layers"][1]["moe"]["gate"].sharding.spec)}

@@ -43,3 +43,9 @@ def test_restore_onto_another_mesh(result):
 def test_grpo_step_matches_one_device(result, mesh):
     r = result["grpo" + mesh]
     assert r["loss_diff"] <= 1e-5 and r["grad_norm_diff"] <= 1e-5, r
+
+
+@pytest.mark.parametrize("mesh", ["(2, 2, 2, 1)"])
+def test_distill_step_matches_one_device(result, mesh):
+    r = result["distill" + mesh]
+    assert r["loss_diff"] <= 1e-5 and r["grad_norm_diff"] <= 1e-5, r
