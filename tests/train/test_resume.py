@@ -83,11 +83,12 @@ def test_two_processes_form_one_mesh(reference, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [start(tmp_path / f"p{i}", "--coordinator_address", f"127.0.0.1:{port}",
+    # One workdir, as on a cluster's shared storage: orbax's multi-process save coordinates there.
+    procs = [start(tmp_path, "--coordinator_address", f"127.0.0.1:{port}",
                    "--num_processes", "2", "--process_id", str(i),
                    "--config.data.tokenizer_path=", env={"JAX_PLATFORMS": "cpu"}) for i in range(2)]
     for p in procs:
         finish(p)
-    two = metrics_by_step(tmp_path / "p0")
+    two = metrics_by_step(tmp_path)  # written by process 0
     for step in range(1, 13):
         assert two[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-5), step
