@@ -1,8 +1,10 @@
 """Pretrain the tiny MoE-MLA model on the embedded corpus (the base of the R1-Zero miniature).
 
 Command:  python experiments/train.py --config configs/pretrain_tiny.py --workdir /tmp/pretrain
-Hardware: 2 CPU cores.  Runtime: ~5 min for 300 steps (`:runlocal`: 2 steps, seconds).
-Expected: loss falls from ~6.2 (uniform over the 512-token vocab) to below 1.5.
+Hardware: 2 CPU cores.  (`:runlocal`: 2 steps.)
+Expected: next-token NLL falls from ln(512) ~ 6.2. Measured with the same model on the
+arithmetic-only corpus (configs/r1_zero_tiny.py, 1-2 digits): NLL 6.22 at step 1, 2.77 at step 25,
+0.19 at step 1000; this recipe's mixed arithmetic + Countdown corpus has not been measured.
 """
 
 import dataclasses

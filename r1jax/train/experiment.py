@@ -109,7 +109,7 @@ def _parse(value: str, annotation, field_path: str):
     raise ValueError(f"--config.{field_path}: cannot set a field of type {hint} from the command line")
 
 
-def apply_override(cfg, key: str, value: str):
+def apply_override(cfg, key: str, value: str, _prefix: str = ""):
     """Return cfg with the dotted `key` set to `value` (a string, parsed by the field's type)."""
     head, _, rest = key.partition(".")
     fields = {f.name: f for f in dataclasses.fields(cfg)}
@@ -120,9 +120,9 @@ def apply_override(cfg, key: str, value: str):
     if rest:
         if not dataclasses.is_dataclass(current):
             raise ValueError(f"config key {head!r} is {current!r}, which has no field {rest!r}")
-        return dataclasses.replace(cfg, **{head: apply_override(current, rest, value)})
+        return dataclasses.replace(cfg, **{head: apply_override(current, rest, value, f"{_prefix}{head}.")})
     hints = typing.get_type_hints(type(cfg))
-    return dataclasses.replace(cfg, **{head: _parse(value, hints[head], key)})
+    return dataclasses.replace(cfg, **{head: _parse(value, hints[head], _prefix + key)})
 
 
 def apply_overrides(cfg, overrides: list[str]):
