@@ -22,6 +22,18 @@ YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
 NO_YARN = {"rope_type": "default", "rope_theta": 5000.0}
 
 
+def randomize_weights(model, seed: int):
+    """Every parameter random: norm scales 1 + 0.2 N(0,1), everything else 0.1 N(0,1)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return gen
+
+
 def build_hf_model(seed: int = 0, *, rope=YARN, **overrides):
     """A DeepseekV3ForCausalLM in float32 with every weight random (norm scales and routing
     biases too, so each code path is exercised), std 0.1 so logits are far from uniform."""
@@ -30,13 +42,8 @@ def build_hf_model(seed: int = 0, *, rope=YARN, **overrides):
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = transformers.DeepseekV3ForCausalLM(cfg).float().eval()
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = randomize_weights(model, seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         for name, b in model.named_buffers():
             if "e_score_correction_bias" in name:
                 b.copy_(0.05 * torch.randn(b.shape, generator=gen))

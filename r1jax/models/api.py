@@ -20,7 +20,7 @@ from flax import nnx
 from r1jax.config import ModelConfig
 from r1jax.models import qwen2
 from r1jax.models.deepseek_v3 import DeepseekV3
-from r1jax.nn.params import variable_axes
+from r1jax.nn.params import merge_params, variable_axes
 
 # Config type -> module with the same functional API (DeepSeek-V3 is this module itself).
 ARCHITECTURES = {qwen2.Qwen2Config: qwen2}
@@ -63,12 +63,7 @@ def param_axes(cfg: ModelConfig) -> dict:
 @_dispatch_on_config
 def bind(cfg: ModelConfig, params: dict) -> DeepseekV3:
     """The NNX module holding `params` (inside a trace, holding tracers)."""
-    graphdef, state = nnx.split(_abstract_model(cfg))
-    try:
-        nnx.replace_by_pure_dict(state, params)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"params do not match the config's structure: {e}") from e
-    return nnx.merge(graphdef, state)
+    return merge_params(_abstract_model(cfg), params)
 
 
 @_dispatch_on_config

@@ -25,7 +25,7 @@ from r1jax.nn.linear import project, project_in
 from r1jax.nn.mla import masked_softmax
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.norms import RMSNorm
-from r1jax.nn.params import normal_param, variable_axes
+from r1jax.nn.params import merge_params, normal_param, variable_axes
 from r1jax.nn.partitioning import constrain
 from r1jax.nn.rope import apply_rope, plain_rope_cos_sin
 
@@ -249,12 +249,7 @@ def param_axes(cfg: Qwen2Config) -> dict:
 
 def bind(cfg: Qwen2Config, params: dict) -> Qwen2:
     """The NNX module holding `params` (inside a trace, holding tracers)."""
-    graphdef, state = nnx.split(_abstract_model(cfg))
-    try:
-        nnx.replace_by_pure_dict(state, params)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"params do not match the config's structure: {e}") from e
-    return nnx.merge(graphdef, state)
+    return merge_params(_abstract_model(cfg), params)
 
 
 def forward(cfg: Qwen2Config, params: dict, tokens: jax.Array, *, positions=None,

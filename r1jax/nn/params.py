@@ -35,3 +35,13 @@ def variable_axes(state: nnx.State):
     return nnx.to_pure_dict(
         jax.tree.map(lambda v: v.get_metadata().get("axes"), state,
                      is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def merge_params(abstract_module: nnx.Module, params: dict):
+    """The module `abstract_module` describes, holding `params` (a pure dict, e.g. tracers)."""
+    graphdef, state = nnx.split(abstract_module)
+    try:
+        nnx.replace_by_pure_dict(state, params)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"params do not match the config's structure: {e}") from e
+    return nnx.merge(graphdef, state)

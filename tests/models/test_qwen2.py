@@ -21,6 +21,7 @@ from r1jax.models.counting import count_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from tests.hf_reference import randomize_weights  # noqa: E402  (needs torch)
 
 TOL = 1e-4
 BASE = dict(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
@@ -41,13 +42,7 @@ def build_hf_model(seed: int = 0, **overrides):
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = transformers.Qwen2ForCausalLM(cfg).float().eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    randomize_weights(model, seed)
     return model
 
 
