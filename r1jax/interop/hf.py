@@ -204,12 +204,19 @@ def _save_block(block: dict, prefix: str, out: dict) -> None:
                 out[f"{prefix}mlp.experts.{i}.{hf}.weight"] = w.T
 
 
-def params_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
-    """Our params as HF-named (out, in) float32 numpy tensors, MTP layers included."""
+def host_params_and_shared_tensors(cfg, params: dict):
+    """(params as float32 numpy, the HF tensors every decoder checkpoint has: embedding, final
+    norm and, when untied, the output head)."""
     p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     out = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]["scale"]}
     if not cfg.tie_word_embeddings:
         out["lm_head.weight"] = p["lm_head"].T
+    return p, out
+
+
+def params_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+    """Our params as HF-named (out, in) float32 numpy tensors, MTP layers included."""
+    p, out = host_params_and_shared_tensors(cfg, params)
     for i in range(cfg.num_layers):
         _save_block(p["layers"][i], f"model.layers.{i}.", out)
     for k in range(cfg.num_mtp_modules):

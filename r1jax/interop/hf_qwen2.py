@@ -16,7 +16,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from r1jax.interop.hf import _Reader, _to_hf
+from r1jax.interop.hf import _Reader, _to_hf, host_params_and_shared_tensors
 from r1jax.interop.safetensors_io import open_checkpoint, save_sharded
 from r1jax.models import qwen2
 from r1jax.models.qwen2 import Qwen2Config
@@ -165,10 +165,7 @@ def load_checkpoint(path: str, **config_overrides) -> tuple[Qwen2Config, dict]:
 
 def params_to_hf(cfg: Qwen2Config, params: dict) -> dict[str, np.ndarray]:
     """Our params as HF-named (out, in) float32 numpy tensors."""
-    p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-    out = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]["scale"]}
-    if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = p["lm_head"].T
+    p, out = host_params_and_shared_tensors(cfg, params)
     for i in range(cfg.num_layers):
         for (group, leaf), suffix, kind in _BLOCK_TABLE:
             x = p["layers"][i][group][leaf]
