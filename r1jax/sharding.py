@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from r1jax.nn.fp8_quant import QuantizedArray
 from r1jax.nn.partitioning import LOGICAL_AXIS_RULES, MESH_AXES, constrain, logical_to_spec
 
 __all__ = ["MeshConfig", "make_mesh", "param_shardings", "batch_sharding", "replicated",
@@ -51,11 +52,21 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
 
 
 def shardings_like(abstract_tree, axes_tree, mesh: Mesh):
-    """NamedSharding per leaf of `abstract_tree` from the matching logical axes in `axes_tree`."""
+    """NamedSharding per leaf of `abstract_tree` from the matching logical axes in `axes_tree`.
+
+    A weight kept in E4M3 from an FP8 checkpoint (a QuantizedArray, r1jax/nn/linear.py) is
+    replicated, values and scales alike: its block grid follows the flattened (K, N) matrix, not
+    the logical axes, so such params are for single-device or replicated inference.
+    """
     mesh_shape = dict(mesh.shape)
-    return jax.tree.map(
-        lambda s, axes: NamedSharding(mesh, logical_to_spec(axes, s.shape, mesh_shape)),
-        abstract_tree, axes_tree, is_leaf=lambda x: isinstance(x, tuple))
+
+    def sharding(s, axes):
+        if isinstance(s, QuantizedArray):
+            return jax.tree.map(lambda _: NamedSharding(mesh, P()), s)
+        return NamedSharding(mesh, logical_to_spec(axes, s.shape, mesh_shape))
+
+    return jax.tree.map(sharding, abstract_tree, axes_tree,
+                        is_leaf=lambda x: isinstance(x, (tuple, QuantizedArray)))
 
 
 def param_shardings(model_cfg, mesh: Mesh):

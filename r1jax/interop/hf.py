@@ -5,6 +5,11 @@ Handles bf16/fp32 weights, the released FP8 format (E4M3 weights with a float32
 that the released weights store as `model.layers.{num_hidden_layers + k}`.
 Qwen2 checkpoints (`model_type: "qwen2"`, a `Qwen2Config`) are handed to `hf_qwen2`.
 Our params keep weights as (in, out) with heads as their own axis; HF stores (out, in).
+
+By default FP8 tensors are dequantized to float params. `load_checkpoint(path, keep_fp8=True,
+precision="fp8_v3")` instead keeps each FP8 weight that the model computes on as one fp8_v3
+projection of the very HF matrix as a 128x128 `QuantizedArray` (K=in, N=out): the E4M3 bytes and
+`weight_scale_inv` are transposed, never converted (see `load_checkpoint` for which weights).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from r1jax.config import ModelConfig
 from r1jax.interop.hf_config import from_hf_config, to_hf_config
 from r1jax.interop.safetensors_io import open_checkpoint, save_sharded
+from r1jax.nn.fp8_quant import QuantizedArray, dequantize, from_weight_scale_inv
 
 FP8_BLOCK = 128
 E4M3_MAX = 448.0
@@ -52,6 +58,13 @@ _MTP_TABLE = [
     (("head_norm", "scale"), "shared_head.norm.weight", "id"),
 ]
 _EXPERT_PROJ = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+# With keep_fp8: the weights whose forward is one fp8_v3 `project` on the HF matrix transposed,
+# heads flattened exactly as HF flattens them, so the HF 128x128 block grid is our block grid.
+# Not here: kv_b (split per head into W_UK / W_UV and used by the absorbed decode einsums),
+# eh_proj (a plain einsum in the MTP module), the router (FP32 gate, not FP8 in the checkpoints).
+_KEPT_FP8 = {("attn", "q_a"), ("attn", "q_b"), ("attn", "q_proj"), ("attn", "kv_a"), ("attn", "o"),
+             ("mlp", "gate"), ("mlp", "up"), ("mlp", "down"),
+             ("moe", "shared", "gate"), ("moe", "shared", "up"), ("moe", "shared", "down")}
 
 
 def _to_ours(x: np.ndarray, kind: str, shape) -> np.ndarray:
@@ -90,7 +103,8 @@ def quantize_block_fp8(w: np.ndarray, block: int = FP8_BLOCK) -> tuple[np.ndarra
 
 
 class _Reader:
-    """Reads HF tensors by name, dequantizing FP8 ones, and records what was consumed."""
+    """Reads HF tensors by name, dequantizing FP8 ones (or keeping them, `get_kept`), and records
+    what was consumed."""
 
     def __init__(self, where):
         self.where, self.used = where, set()
@@ -98,29 +112,47 @@ class _Reader:
     def has(self, name: str) -> bool:
         return name in self.where
 
-    def get(self, name: str) -> np.ndarray:
+    def _raw(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(tensor as stored, its weight_scale_inv if it is FP8 else None)."""
         if name not in self.where:
             raise ValueError(f"checkpoint is missing tensor {name!r} that config.json implies")
         self.used.add(name)
         x = self.where[name].get(name)
-        if x.dtype in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2):
-            scale_name = name.removesuffix(".weight") + ".weight_scale_inv"
-            if scale_name not in self.where:
-                raise ValueError(f"FP8 tensor {name!r} has no {scale_name!r} in the checkpoint")
-            self.used.add(scale_name)
-            return dequantize_block_fp8(x, self.where[scale_name].get(scale_name))
-        return np.asarray(x, np.float32)
+        if x.dtype not in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2):
+            return x, None
+        scale_name = name.removesuffix(".weight") + ".weight_scale_inv"
+        if scale_name not in self.where:
+            raise ValueError(f"FP8 tensor {name!r} has no {scale_name!r} in the checkpoint")
+        self.used.add(scale_name)
+        return x, self.where[scale_name].get(scale_name)
+
+    def get(self, name: str) -> np.ndarray:
+        x, scale_inv = self._raw(name)
+        return np.asarray(x, np.float32) if scale_inv is None else dequantize_block_fp8(x, scale_inv)
+
+    def _check_shape(self, name, x_shape, kind, shape):
+        hf_shape = _to_hf(np.empty(shape, np.bool_), kind).shape
+        if tuple(x_shape) != hf_shape:
+            raise ValueError(f"{self.where[name].path}: tensor {name} has shape {tuple(x_shape)}, "
+                             f"but config.json implies {hf_shape}")
 
     def get_shaped(self, name, kind, shape):
         x = self.get(name)
-        hf_shape = _to_hf(np.empty(shape, np.bool_), kind).shape
-        if x.shape != hf_shape:
-            raise ValueError(f"{self.where[name].path}: tensor {name} has shape {x.shape}, "
-                             f"but config.json implies {hf_shape}")
+        self._check_shape(name, x.shape, kind, shape)
         return _to_ours(x, kind, shape)
 
+    def get_kept(self, name, kind, shape) -> np.ndarray | QuantizedArray:
+        """An E4M3 (out, in) weight as a 128x128 QuantizedArray (in, out), its bytes and block
+        scales transposed, not converted; a float (or E5M2) tensor as `get_shaped` gives it."""
+        x, scale_inv = self._raw(name)
+        self._check_shape(name, x.shape, kind, shape)
+        if scale_inv is None or x.dtype != ml_dtypes.float8_e4m3fn:
+            x = x if scale_inv is None else dequantize_block_fp8(x, scale_inv)
+            return _to_ours(np.asarray(x, np.float32), kind, shape)
+        return from_weight_scale_inv(jax.numpy.asarray(x), jax.numpy.asarray(scale_inv))  # (in, out)
 
-def _load_block(r: _Reader, prefix: str, abstract: dict) -> dict:
+
+def _load_block(r: _Reader, prefix: str, abstract: dict, keep_fp8: bool) -> dict:
     out = {}
     for path, suffix, kind in _BLOCK_TABLE + _MTP_TABLE:
         node = abstract
@@ -131,34 +163,70 @@ def _load_block(r: _Reader, prefix: str, abstract: dict) -> dict:
         target = out
         for key in path[:-1]:
             target = target.setdefault(key, {})
-        target[path[-1]] = r.get_shaped(prefix + suffix, kind, node[path[-1]].shape)
+        get = r.get_kept if keep_fp8 and path in _KEPT_FP8 else r.get_shaped
+        target[path[-1]] = get(prefix + suffix, kind, node[path[-1]].shape)
     if "moe" in abstract:
-        out["moe"].update(_load_experts(r, prefix + "mlp.experts.", abstract["moe"]))
+        out["moe"].update(_load_experts(r, prefix + "mlp.experts.", abstract["moe"], keep_fp8))
     return out
 
 
-def _load_experts(r: _Reader, prefix: str, abstract: dict) -> dict:
+def _stack_experts(ws: list) -> np.ndarray | QuantizedArray:
+    """Per-expert (in, out) weights -> (E, in, out); kept only if every expert is kept in E4M3."""
+    if all(isinstance(w, QuantizedArray) for w in ws):
+        return QuantizedArray(jax.numpy.stack([w.values for w in ws]),  # (E, Kp, Np)
+                              jax.numpy.stack([w.scales for w in ws]),  # (E, Kp/128, Np/128)
+                              (len(ws), *ws[0].shape), ws[0].tile)
+    return np.stack([np.asarray(dequantize(w)) if isinstance(w, QuantizedArray) else w for w in ws])
+
+
+def _load_experts(r: _Reader, prefix: str, abstract: dict, keep_fp8: bool) -> dict:
     e, d, f = abstract["gate"].shape
     if r.has(prefix + "gate_up_proj"):  # fused layout: gate_up (E, 2F, D), down (E, D, F)
+        # Split at F, which need not fall on a 128-block edge: never kept in FP8.
         gate_up = r.get_shaped(prefix + "gate_up_proj", "id", (e, 2 * f, d))
         down = r.get_shaped(prefix + "down_proj", "id", (e, d, f))
         return {"gate": gate_up[:, :f].transpose(0, 2, 1), "up": gate_up[:, f:].transpose(0, 2, 1),
                 "down": down.transpose(0, 2, 1)}
-    return {ours: np.stack([r.get_shaped(f"{prefix}{i}.{hf}.weight", "T", abstract[ours].shape[1:])
-                            for i in range(e)])
+    get = r.get_kept if keep_fp8 else r.get_shaped
+    return {ours: _stack_experts([get(f"{prefix}{i}.{hf}.weight", "T", abstract[ours].shape[1:])
+                                  for i in range(e)])
             for ours, hf in _EXPERT_PROJ.items()}
 
 
-def load_checkpoint(path: str, **config_overrides) -> tuple[ModelConfig, dict]:
+def load_checkpoint(path: str, *, keep_fp8: bool = False, **config_overrides) -> tuple[ModelConfig, dict]:
     """(cfg, params) from a HF checkpoint directory; params are float32 numpy-backed jax arrays
-    unless `param_dtype` is overridden. A `model_type: "qwen2"` checkpoint gives a Qwen2Config."""
+    unless `param_dtype` is overridden. A `model_type: "qwen2"` checkpoint gives a Qwen2Config.
+
+    FP8 tensors (E4M3 + `weight_scale_inv` per 128x128 block) are dequantized, unless
+    `keep_fp8=True` (which needs precision="fp8_v3", e.g. as a config override): then each FP8
+    weight below stays a 128x128 `QuantizedArray` (K=in, N=out) holding the checkpoint's E4M3
+    bytes and scales, transposed from HF's (out, in) with no float round trip; the forward runs
+    them through fp8_v3's pre-quantized Fprop (frozen weights: inference, or training the rest).
+      kept:  q_a, q_b (or q_proj), kv_a, o; dense FFN and shared-expert gate/up/down; routed
+             expert gate/up/down (per-expert layout, stacked to (E, K, N)). Each is one fp8_v3
+             projection whose (K, N) matrix is exactly the HF matrix transposed (heads flattened
+             as HF flattens them), so the HF blocks are the blocks fp8_v3 would use.
+      dequantized: kv_b, split per head into W_UK / W_UV, which the absorbed decode path uses
+             in einsums outside any projection; eh_proj, a plain einsum in the MTP module; fused
+             expert tensors (gate_up_proj), split at F, which need not be a block edge.
+    The router, norms, embedding and head are not FP8 in the checkpoints and stay float.
+    Kept weights ignore `param_dtype`, are replicated by `sharding.shardings_like`, and routed
+    experts kept in FP8 run on one device (no expert parallelism).
+    """
     from r1jax.interop import hf_qwen2  # it reuses this module's reader
     from r1jax.models import abstract_params  # models import interop-free modules only
 
     if hf_qwen2.is_qwen2_checkpoint(path):
+        if keep_fp8:
+            raise ValueError(f"{path}: keep_fp8=True is for DeepSeek-V3 checkpoints, not Qwen2; "
+                             f"load it with keep_fp8=False")
         return hf_qwen2.load_checkpoint(path, **config_overrides)
 
     cfg = from_hf_config(path, **config_overrides)
+    if keep_fp8 and cfg.precision != "fp8_v3":
+        raise ValueError(f"keep_fp8=True keeps E4M3 weights that only precision='fp8_v3' computes "
+                         f"on, but the config has precision={cfg.precision!r}: pass "
+                         f"precision='fp8_v3', or keep_fp8=False to dequantize")
     r = _Reader(open_checkpoint(path))
     present = sum(r.has(f"model.layers.{cfg.num_layers + k}.eh_proj.weight")
                   for k in range(cfg.num_mtp_modules))
@@ -170,14 +238,14 @@ def load_checkpoint(path: str, **config_overrides) -> tuple[ModelConfig, dict]:
     abstract = abstract_params(cfg)
     params = {"embed": r.get_shaped("model.embed_tokens.weight", "id", abstract["embed"].shape),
               "final_norm": {"scale": r.get_shaped("model.norm.weight", "id", (cfg.hidden_size,))},
-              "layers": {i: _load_block(r, f"model.layers.{i}.", abstract["layers"][i])
+              "layers": {i: _load_block(r, f"model.layers.{i}.", abstract["layers"][i], keep_fp8)
                          for i in range(cfg.num_layers)},
               "mtp": {}}
     if not cfg.tie_word_embeddings:
         params["lm_head"] = r.get_shaped("lm_head.weight", "T", abstract["lm_head"].shape)
     for k in range(cfg.num_mtp_modules):
         prefix = f"model.layers.{cfg.num_layers + k}."
-        mod = _load_block(r, prefix, {**abstract["mtp"][k], **abstract["mtp"][k]["block"]})
+        mod = _load_block(r, prefix, {**abstract["mtp"][k], **abstract["mtp"][k]["block"]}, keep_fp8)
         params["mtp"][k] = {key: mod.pop(key) for key in ("enorm", "hnorm", "eh_proj", "head_norm")}
         params["mtp"][k]["block"] = mod
         # The released MTP layers carry copies of the shared embedding and head.
@@ -188,7 +256,8 @@ def load_checkpoint(path: str, **config_overrides) -> tuple[ModelConfig, dict]:
         raise ValueError(f"{path}: {len(leftover)} tensors do not belong to the model config.json "
                          f"describes, e.g. {leftover[:5]}")
     dtype = np.dtype(cfg.param_dtype) if cfg.param_dtype != "bfloat16" else ml_dtypes.bfloat16
-    return cfg, jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x, dtype)), params)
+    to_param = lambda x: x if isinstance(x, QuantizedArray) else jax.numpy.asarray(np.asarray(x, dtype))
+    return cfg, jax.tree.map(to_param, params, is_leaf=lambda x: isinstance(x, QuantizedArray))
 
 
 def _save_block(block: dict, prefix: str, out: dict) -> None:
@@ -231,7 +300,8 @@ def params_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
 
 def _is_fp8_linear(name: str) -> bool:
     """The weights the released checkpoints store in FP8: attention and FFN/expert projections."""
-    return name.endswith("_proj.weight") and ".mlp.gate." not in name and "embed" not in name
+    return (name.endswith(("_proj.weight", "_proj_with_mqa.weight")) and ".mlp.gate." not in name
+            and "embed" not in name)
 
 
 def save_checkpoint(cfg: ModelConfig, params: dict, path: str, *, dtype: str = "float32",

@@ -25,6 +25,11 @@ attention output, dense and expert FFNs).
 MoE experts call `fp8_ragged_dot(x, w, group_sizes, recipe)` (jax.lax.ragged_dot semantics), whose
 Wgrad token tiles restart at every expert's first token.
 
+Both also take a weight already in E4M3, a 128x128 `QuantizedArray` (e.g. from
+`from_weight_scale_inv`: a released checkpoint's weight, loaded by
+`r1jax.interop.hf.load_checkpoint(..., keep_fp8=True)`), under "fp8_v3" only: Fprop and Dgrad use
+its blocks as they are and the weight is frozen (zero gradient, no Wgrad).
+
 Recipes (`PRECISION_RECIPES`): "bf16" (plain dot in the activation dtype with FP32 accumulation),
 "fp8_v3" (the above), "fp8_per_tensor" (one online E4M3 scale per tensor: the baseline that
 fine-grained scaling beats on activations with outliers).

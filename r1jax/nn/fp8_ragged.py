@@ -7,6 +7,11 @@ does not change them; Wgrad contracts over the expert's tokens, so its 128-token
 expert's first token and never straddle two experts (as in a grouped GEMM whose expert segments
 are padded to 128 rows). Public through `r1jax.nn.fp8`.
 
+The weight may also arrive already in E4M3 (a 128x128 `QuantizedArray` (G, K, N), e.g. the expert
+weights of a released FP8 checkpoint): Fprop and Dgrad then use its values and scales as they are,
+with the same promotion math, and the weight is frozen (zero gradient), like `fp8_matmul`'s
+pre-quantized path.
+
 Axis glossary: M tokens (sorted by group), G groups (experts), K in features, N out features,
 T the 128 positions of a chunk; R = rows of the 128-aligned per-group token layout.
 """
@@ -119,6 +124,29 @@ def _fp8_v3_ragged_bwd(power_of_two, w_dtype, residuals, dy):  # dy (M, N)
 _fp8_v3_ragged_dot.defvjp(_fp8_v3_ragged_fwd, _fp8_v3_ragged_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fp8_v3_ragged_dot_prequantized(power_of_two, x, qw: QuantizedArray, group_sizes):
+    return _fp8_v3_ragged_prequantized_fwd(power_of_two, x, qw, group_sizes)[0]
+
+
+def _fp8_v3_ragged_prequantized_fwd(power_of_two, x, qw, group_sizes):  # x (M, K), qw (G, Kp, Np)
+    group_of_row = jnp.repeat(jnp.arange(qw.shape[0]), group_sizes, total_repeat_length=x.shape[0])  # (M,)
+    qx = quantize_1x128(x, power_of_two_scales=power_of_two)  # (M, Kp)
+    y = _grouped_promoted_dot(qx, qw.values, qw.scales, group_sizes, group_of_row)[:, : qw.shape[2]]
+    return y.astype(x.dtype), (qw, group_sizes, group_of_row)
+
+
+def _fp8_v3_ragged_prequantized_bwd(power_of_two, residuals, dy):  # dy (M, N)
+    qw, group_sizes, group_of_row = residuals
+    qdy = quantize_1x128(dy, power_of_two_scales=power_of_two)  # (M, Np)
+    w_t = jnp.swapaxes(qw.values, 1, 2)  # (G, Np, Kp)
+    dx = _grouped_promoted_dot(qdy, w_t, jnp.swapaxes(qw.scales, 1, 2), group_sizes, group_of_row)  # (M, Kp)
+    return dx[:, : qw.shape[1]].astype(dy.dtype), jax.tree.map(jnp.zeros_like, qw), None
+
+
+_fp8_v3_ragged_dot_prequantized.defvjp(_fp8_v3_ragged_prequantized_fwd, _fp8_v3_ragged_prequantized_bwd)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _fp8_per_tensor_ragged_dot(power_of_two, w_dtype, x, w, group_sizes):
     return _fp8_per_tensor_ragged_fwd(power_of_two, w_dtype, x, w, group_sizes)[0]
@@ -149,16 +177,24 @@ _fp8_per_tensor_ragged_dot.defvjp(_fp8_per_tensor_ragged_fwd, _fp8_per_tensor_ra
 
 @functools.partial(jax.jit, static_argnames=("recipe", "power_of_two_scales"))
 def fp8_ragged_dot(
-    x: jax.Array, w: jax.Array, group_sizes: jax.Array, recipe: str, *, power_of_two_scales: bool = False
+    x: jax.Array, w: jax.Array | QuantizedArray, group_sizes: jax.Array, recipe: str, *,
+    power_of_two_scales: bool = False
 ) -> jax.Array:
     """`jax.lax.ragged_dot(x, w, group_sizes)` under a precision recipe: x (M, K), w (G, K, N) -> (M, N).
 
     Rows of x are sorted by group; group g owns group_sizes[g] consecutive rows. The output has
     x.dtype; gradients reach x and w in their own dtypes (none to the integer group_sizes).
+    w may also be a 128x128 QuantizedArray (G, K, N) under "fp8_v3" only: it is frozen (zero gradient).
     """
     check_recipe(recipe)
-    if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1] or group_sizes.shape != (w.shape[0],):
+    if isinstance(w, QuantizedArray) and (recipe != "fp8_v3" or w.tile != (TILE, TILE)):
+        raise ValueError(
+            f"a pre-quantized weight ({w.tile=}) needs 128x128 blocks and recipe 'fp8_v3', not {recipe!r}"
+        )
+    if x.ndim != 2 or len(w.shape) != 3 or x.shape[1] != w.shape[1] or group_sizes.shape != (w.shape[0],):
         raise ValueError(f"{x.shape=}, {w.shape=}, {group_sizes.shape=}: need (M, K), (G, K, N), (G,)")
+    if isinstance(w, QuantizedArray):
+        return _fp8_v3_ragged_dot_prequantized(power_of_two_scales, x, w, group_sizes)  # (M, N)
     if recipe == "bf16":
         y = jax.lax.ragged_dot(x, w.astype(x.dtype), group_sizes, preferred_element_type=jnp.float32)
         return y.astype(x.dtype)  # (M, N)

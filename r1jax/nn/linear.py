@@ -4,6 +4,13 @@
 "fp8_v3" / "fp8_per_tensor" run the projection through `fp8_matmul` (r1jax/nn/fp8.py). Only the
 projections V3 runs in FP8 call this: MLA's q/kv/o projections, dense and expert FFNs [V3 §3.3].
 Embedding, output head, MoE gate, norms and the attention core stay in BF16/FP32.
+
+A weight may also be a 128x128 `QuantizedArray` (K, N): an FP8 checkpoint's E4M3 values and block
+scales, kept as they are (`r1jax.interop.hf.load_checkpoint(..., keep_fp8=True)`). Its N is the
+flattened output (heads included): the HF block grid covers the (K, N) matrix, so its heads cannot
+be unflattened before the matmul, and callers reshape the output. Only "fp8_v3" computes on such
+a weight; other recipes raise rather than silently dequantize. Modules therefore read projection
+weights with `.get_value()` (a Variable's `[...]` indexes, which a QuantizedArray cannot).
 """
 
 from __future__ import annotations
@@ -12,11 +19,23 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.nn.fp8 import fp8_matmul
+from r1jax.nn.fp8_quant import QuantizedArray
 
 
-def project(x: jax.Array, w: jax.Array, recipe: str) -> jax.Array:
+def check_prequantized(w, recipe: str) -> None:
+    """A QuantizedArray weight is computed on only by "fp8_v3": say so instead of dequantizing."""
+    if isinstance(w, QuantizedArray) and recipe != "fp8_v3":
+        raise ValueError(f"precision={recipe!r} cannot compute with an FP8 checkpoint weight kept in "
+                         f"E4M3 ({w.shape=}, {w.tile=}): use precision='fp8_v3', or load the "
+                         f"checkpoint with keep_fp8=False to get float weights")
+
+
+def project(x: jax.Array, w: jax.Array | QuantizedArray, recipe: str) -> jax.Array:
     """x (..., K) @ w (K, ...) -> (..., *w.shape[1:]); multi-dim outputs (heads) are flattened for
-    the matmul and restored after."""
+    the matmul and restored after. A QuantizedArray w is (K, N) already, giving (..., N)."""
+    check_prequantized(w, recipe)
+    if isinstance(w, QuantizedArray):
+        return fp8_matmul(x, w, recipe)  # (..., N)
     out_shape = w.shape[1:]
     w2 = w.reshape(w.shape[0], -1)
     if recipe == "bf16":
@@ -26,10 +45,11 @@ def project(x: jax.Array, w: jax.Array, recipe: str) -> jax.Array:
     return y.reshape(*x.shape[:-1], *out_shape)
 
 
-def project_in(x: jax.Array, w: jax.Array, recipe: str, n_in: int) -> jax.Array:
+def project_in(x: jax.Array, w: jax.Array | QuantizedArray, recipe: str, n_in: int) -> jax.Array:
     """Contract the last `n_in` dims of x with the first `n_in` dims of w (e.g. (B, T, H, V) with
-    the output projection (H, V, D))."""
+    the output projection (H, V, D)). A QuantizedArray w is (H*V, D), its in-dims already flat."""
     k = 1
-    for d in w.shape[:n_in]:
+    for d in x.shape[-n_in:]:
         k *= d
-    return project(x.reshape(*x.shape[:-n_in], k), w.reshape(k, *w.shape[n_in:]), recipe)
+    w2 = w if isinstance(w, QuantizedArray) else w.reshape(k, *w.shape[n_in:])
+    return project(x.reshape(*x.shape[:-n_in], k), w2, recipe)

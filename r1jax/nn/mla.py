@@ -64,17 +64,19 @@ class MLA(nnx.Module):
         """(q_nope (B, T, H, N), q_rope (B, T, H, R) rotated)."""
         cfg, r = self.cfg, self.cfg.precision
         if cfg.q_lora_rank is None:
-            q = project(x, self.q_proj[...], r)  # (B, T, H, N+R)
+            q = project(x, self.q_proj.get_value(), r)  # (B, T, H, N+R) or (B, T, H*(N+R))
         else:
-            c_q = self.q_norm(project(x, self.q_a[...], r))  # (B, T, Q)
-            q = project(c_q, self.q_b[...], r)  # (B, T, H, N+R)
+            c_q = self.q_norm(project(x, self.q_a.get_value(), r))  # (B, T, Q)
+            q = project(c_q, self.q_b.get_value(), r)  # (B, T, H, N+R) or (B, T, H*(N+R))
+        # An FP8-kept weight is a flat (K, H*(N+R)) matrix (r1jax/nn/linear.py): restore the heads.
+        q = q.reshape(*x.shape[:-1], cfg.num_heads, cfg.qk_head_dim)  # (B, T, H, N+R)
         q_nope, q_rope = jnp.split(q, [cfg.qk_nope_head_dim], axis=-1)
         return q_nope, apply_rope(q_rope, cos, sin, interleave=cfg.rope_interleave)
 
     def latents(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
         """(c_kv (B, T, C) normalised, k_rope (B, T, R) rotated): what the cache stores."""
         cfg = self.cfg
-        kv = project(x, self.kv_a[...], cfg.precision)  # (B, T, C+R)
+        kv = project(x, self.kv_a.get_value(), cfg.precision)  # (B, T, C+R)
         c_kv, k_rope = jnp.split(kv, [cfg.kv_lora_rank], axis=-1)
         # RMSNorm on the latent only; the rope key is not normalised [V3 §1.2 code mapping].
         return self.kv_norm(c_kv), apply_rope(k_rope, cos, sin, interleave=cfg.rope_interleave)
@@ -90,6 +92,7 @@ class MLA(nnx.Module):
         n = cfg.qk_nope_head_dim
         q_nope, q_rope = self.queries(x, cos, sin)
         c_kv, k_rope = self.latents(x, cos, sin)
+        # kv_b is always a float array (never kept in FP8): the absorbed path splits it per head.
         w_kv = self.kv_b[...].astype(dt)  # (C, H, N+V)
         w_uk, w_uv = w_kv[..., :n], w_kv[..., n:]
         if cache_layer is None:
@@ -151,7 +154,7 @@ class MLA(nnx.Module):
                 o_lat = xla_latent_attention(*args)
             o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
-        return project_in(o, self.o[...], cfg.precision, 2), new_cache  # (B, T, D)
+        return project_in(o, self.o.get_value(), cfg.precision, 2), new_cache  # (B, T, D)
 
     def _use_kernel(self, dt, shapes_fit: bool) -> bool:
         """Static (trace-time) part of the kernel choice; the mask check is the run-time part."""

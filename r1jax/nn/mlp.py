@@ -17,6 +17,6 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         r = self.precision
-        g = project(x, self.gate[...], r)  # (..., F)
-        u = project(x, self.up[...], r)  # (..., F)
-        return project(jax.nn.silu(g) * u, self.down[...], r)  # (..., D)
+        g = project(x, self.gate.get_value(), r)  # (..., F)
+        u = project(x, self.up.get_value(), r)  # (..., F)
+        return project(jax.nn.silu(g) * u, self.down.get_value(), r)  # (..., D)

@@ -82,8 +82,9 @@ class MoE(nnx.Module):
             impl = cfg.precision
         else:
             impl = "pallas" if cfg.kernels == "pallas" else "ragged_dot"
-        y = routed_experts(xf, weights, indices, self.gate[...], self.up[...], self.down[...],
-                           n_experts=e, implementation=impl).reshape(b, t, d)
+        # .get_value(): an expert weight may be an FP8 checkpoint's QuantizedArray (nn/linear.py).
+        y = routed_experts(xf, weights, indices, self.gate.get_value(), self.up.get_value(),
+                           self.down.get_value(), n_experts=e, implementation=impl).reshape(b, t, d)
         if self.shared is not None:
             y = y + self.shared(x)
 

@@ -37,6 +37,10 @@ all_gather's ep*n (K/ep as much at V3's ep=64, K=8): the next step for large exp
 `implementation` selects the grouped-matmul kernel: "ragged_dot" (XLA), "pallas" (the Mosaic GPU
 kernel of pallas_kernels/grouped_matmul through r1jax/nn/kernels.py, custom_vjp for training;
 XLA's ragged_dot where it cannot run) or an FP8 recipe.
+
+Expert weights kept in E4M3 from an FP8 checkpoint (128x128 `QuantizedArray`s, see
+r1jax/nn/linear.py) run only under "fp8_v3" and on one device: their block grid would have to
+line up with the `tensor` split of F, which the expert-parallel path does not arrange.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from r1jax.nn import kernels
+from r1jax.nn.fp8_quant import QuantizedArray
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
 
 EXPERT_AXIS = "expert"
@@ -118,11 +123,20 @@ def routed_experts(x: jax.Array, weights: jax.Array, indices: jax.Array, gate: j
         raise ValueError(f"{n_experts=} must match {gate.shape=}, {up.shape=}, {down.shape=}")
     if weights.shape != indices.shape or indices.shape[0] != x.shape[0]:
         raise ValueError(f"{x.shape=}, {weights.shape=} and {indices.shape=} disagree on (N, K)")
-    dt = x.dtype
-    gate, up, down = gate.astype(dt), up.astype(dt), down.astype(dt)
-
     mesh = jax.sharding.get_abstract_mesh()
     ep = mesh.shape.get(EXPERT_AXIS, 1) if not mesh.empty else 1
+    kept_fp8 = [isinstance(w, QuantizedArray) for w in (gate, up, down)]
+    if any(kept_fp8):
+        if not all(kept_fp8) or implementation != "fp8_v3":
+            raise ValueError(f"expert weights kept in E4M3 from an FP8 checkpoint need all of "
+                             f"gate/up/down kept and precision 'fp8_v3', not {implementation!r} "
+                             f"(kept: {kept_fp8}); or load with keep_fp8=False")
+        if ep > 1:
+            raise ValueError(f"expert weights kept in E4M3 run on one device, but the mesh has "
+                             f"{EXPERT_AXIS}={ep}; load with keep_fp8=False for expert parallelism")
+        return local_expert_outputs(x, weights, indices, gate, up, down, 0, implementation)
+    dt = x.dtype
+    gate, up, down = gate.astype(dt), up.astype(dt), down.astype(dt)
     if ep == 1:
         return local_expert_outputs(x, weights, indices, gate, up, down, 0, implementation)
     return _expert_parallel(x, weights, indices, gate, up, down, mesh, ep, implementation)

@@ -34,28 +34,34 @@ def torch_block_quantize(w, block=128):
     return q.to(torch.float8_e4m3fn), scale
 
 
-def test_fp8_block_checkpoint_loads_as_its_dequantized_weights(tmp_path):
-    # hidden 160 and kv_b out 4*(16+12)=112 give ragged 128-blocks.
-    model = build_hf_model(seed=11, hidden_size=160)
-    model.save_pretrained(tmp_path)
-    state = safetensors_torch.load_file(tmp_path / "model.safetensors")
+def save_block_fp8_checkpoint(model, path):
+    """Save `model` to `path` in the released FP8 format (projections E4M3 + weight_scale_inv).
+
+    Returns (quantized, dequantized): the torch tensors written, by HF name, and each FP8
+    weight's dequantized float32 value.
+    """
+    model.save_pretrained(path)
+    state = safetensors_torch.load_file(path / "model.safetensors")
     quantized, dequantized = {}, {}
     for name, w in state.items():
-        if name.endswith("_proj.weight") and ".mlp.gate." not in name:
+        if name.endswith(("_proj.weight", "_proj_with_mqa.weight")) and ".mlp.gate." not in name:
             q, s = torch_block_quantize(w.float())
             quantized[name], quantized[name + "_scale_inv"] = q, s
             up = s.repeat_interleave(128, 0).repeat_interleave(128, 1)[:w.shape[0], :w.shape[1]]
             dequantized[name] = q.float() * up
         else:
             quantized[name] = w
-    safetensors_torch.save_file(quantized, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    cfg_path = tmp_path / "config.json"
+    safetensors_torch.save_file(quantized, path / "model.safetensors", metadata={"format": "pt"})
+    cfg_path = path / "config.json"
     hf_cfg = json.loads(cfg_path.read_text())
     hf_cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
                                      "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
     cfg_path.write_text(json.dumps(hf_cfg))
+    return quantized, dequantized
 
-    # Reference: transformers with the dequantized weights (experts live fused in memory).
+
+def load_dequantized_into(model, dequantized):
+    """Copy the dequantized weights into the transformers model (experts live fused in memory)."""
     sd = model.state_dict()
     with torch.no_grad():
         for name, w in dequantized.items():
@@ -69,6 +75,14 @@ def test_fp8_block_checkpoint_loads_as_its_dequantized_weights(tmp_path):
                     sd[prefix + ".gate_up_proj"][e, rows].copy_(w)
             else:
                 sd[name].copy_(w)
+
+
+def test_fp8_block_checkpoint_loads_as_its_dequantized_weights(tmp_path):
+    # hidden 160 and kv_b out 4*(16+12)=112 give ragged 128-blocks.
+    model = build_hf_model(seed=11, hidden_size=160)
+    _, dequantized = save_block_fp8_checkpoint(model, tmp_path)
+    # Reference: transformers with the dequantized weights.
+    load_dequantized_into(model, dequantized)
     tokens = np.random.default_rng(5).integers(0, model.config.vocab_size, (2, 24))
     ref = hf_logits(model, tokens)
 
