@@ -7,9 +7,12 @@ import argparse
 import os
 
 
-def parse_args(argv=None, *, description: str = ""):
+def parse_args(argv=None, *, description: str = "", add_arguments=None):
+    """(args, config); `add_arguments(parser)` adds a script's own flags."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--config", required=True, help="configs/<recipe>.py[:arg]")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, plots")
     parser.add_argument("--coordinator_address", default=os.environ.get("JAX_COORDINATOR_ADDRESS"))

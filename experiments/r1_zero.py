@@ -35,9 +35,9 @@ def main(argv=None):
         f.write(f"{title}\n\n{table}\n")
     records = read_metrics(args.workdir)
     plot_curves(records, [("reward", ["reward", "accuracy"])],
-                os.path.join(args.workdir, "reward_accuracy.png"), title=f"R1-Zero miniature ({cfg.rl.task})")
+                os.path.join(args.workdir, "reward_accuracy.png"), title=f"R1-Zero miniature ({cfg.rl.task})", xlabel="GRPO step")
     plot_curves(records, [("tokens", ["response_length"])],
-                os.path.join(args.workdir, "response_length.png"), title="mean response length")
+                os.path.join(args.workdir, "response_length.png"), title="mean response length", xlabel="GRPO step")
     print(f"\n{title}\n{table}\nplots and logs in {args.workdir}")
 
 

@@ -25,6 +25,15 @@ def test_config_runs_locally(path, tmp_path):
 
         history = run(cfg, str(tmp_path))
         assert [h["step"] for h in history] == [1, 2]
+    elif type(cfg).__name__ == "PipelineConfig":  # the R1 recipe: every stage, both tables
+        from r1jax.recipe import tables
+        from r1jax.recipe.config import STAGES
+        from r1jax.recipe.pipeline import run
+
+        results = run(cfg, str(tmp_path))
+        assert set(results) == set(STAGES)
+        for name in tables.TABLES:
+            assert "pass@1" in tables.make_table(name, results)
     else:  # the R1-Zero pipeline: pretrain, evaluate, GRPO, evaluate
         from r1jax.rl.r1_zero import run
 

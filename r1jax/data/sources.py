@@ -27,19 +27,26 @@ def task_dataset(
 
 
 def heldout_problems(task: str, *, num_problems: int, seed: int = 0, **task_kwargs) -> list[dict]:
-    """`num_problems` distinct held-out problems of `task`, for evaluation (pass@k, accuracy).
+    """`num_problems` distinct held-out problems of `task`, for evaluation (pass@k, accuracy)."""
+    return distinct_problems(task, num_problems=num_problems, seed=seed, split=tasks.HELDOUT,
+                             **task_kwargs)
 
-    Index-generated streams can repeat a problem; an evaluation set should not count one twice.
+
+def distinct_problems(task: str, *, num_problems: int, seed: int, split: str, **task_kwargs) -> list[dict]:
+    """The first `num_problems` distinct problems of stream `seed` in `split`.
+
+    Index-generated streams can repeat a problem; an evaluation set should not count one twice,
+    and a rejection-sampling set should not sample one twice.
     """
     examples, seen = [], set()
     for index in range(50 * num_problems):  # bounded: tiny difficulty settings have few problems
-        example = tasks.generate(task, seed, index, split=tasks.HELDOUT, **task_kwargs)
+        example = tasks.generate(task, seed, index, split=split, **task_kwargs)
         if example["prompt"] not in seen:
             seen.add(example["prompt"])
             examples.append(example)
             if len(examples) == num_problems:
                 return examples
-    raise ValueError(f"only {len(examples)} distinct held-out {task} problems exist for "
+    raise ValueError(f"only {len(examples)} distinct {split} {task} problems exist for "
                      f"{task_kwargs}; ask for fewer or raise the difficulty")
 
 

@@ -73,11 +73,13 @@ def rejection_sample(model_cfg, params, tok, problems: Sequence[dict], *, k: int
                      prompts_per_batch: int = 16, seed: int = 0, teacher_name: str = "teacher",
                      min_language_consistency: float = 0.9, script: str = "LATIN",
                      max_prompt_len: int = 64, system: str = chat.SHORT_SYSTEM,
-                     ) -> tuple[list[dict], dict]:
+                     require_format: bool = True) -> tuple[list[dict], dict]:
     """Sample k completions per problem from the teacher and keep the good, distinct ones.
 
     problems: dicts with `prompt` and the fields `reward_fn(prompts, completions, **fields)`
-    needs (e.g. `answer`). `sampling` gives temperature / top_p / max_new_tokens; its
+    needs (e.g. `answer`). require_format=False drops filter 2 (a smoke test of an untrained
+    teacher with threshold below every reward keeps everything; unformatted text is kept as
+    sampled). `sampling` gives temperature / top_p / max_new_tokens; its
     num_samples and stop_ids are replaced by k and the tokenizer's eos. Batch i of
     `prompts_per_batch` prompts samples with `fold_in(key(seed), i)`.
 
@@ -111,13 +113,14 @@ def rejection_sample(model_cfg, params, tok, problems: Sequence[dict], *, k: int
         seen: set[str] = set()
         for j in range(k):
             text, score = texts[p * k + j], float(scores[p * k + j])
-            passed = (score >= threshold, rewards.has_r1_format(text),
+            formatted = rewards.has_r1_format(text)
+            passed = (score >= threshold, formatted or not require_format,
                       rewards.language_consistency(text, script) >= min_language_consistency)
             for name, ok in zip(("passed_reward", "passed_format", "readable"), passed):
                 counts[name] += ok
             if not all(passed):
                 continue
-            completion = canonical_completion(text)
+            completion = canonical_completion(text) if formatted else text
             if completion in seen:
                 counts["duplicates"] += 1
                 continue

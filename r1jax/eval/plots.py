@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(records: list[dict], panels: list[tuple[str, list[str]]], path: str,
-                title: str = "", smooth: int = 5) -> None:
+                title: str = "", smooth: int = 5, xlabel: str = "step") -> None:
     """One panel per (ylabel, metric keys) vs step; a running mean over `smooth` steps is drawn
     over the raw values."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
@@ -25,7 +25,7 @@ def plot_curves(records: list[dict], panels: list[tuple[str, list[str]]], path: 
                 ax.plot(steps, avg, color=line.get_color(), label=key)
             else:
                 line.set_label(key)
-        ax.set_xlabel("GRPO step")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend()
         ax.grid(alpha=0.3)

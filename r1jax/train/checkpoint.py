@@ -66,8 +66,11 @@ def abstract_with_shardings(abstract_tree, shardings):
                         abstract_tree, shardings)
 
 
-def restore_params(directory: str, abstract_params, step: int | None = None):
-    """Only the params of a TrainState checkpoint (to start the next stage of a pipeline)."""
+def restore_params(directory: str, abstract_params, step: int | None = None,
+                   path: tuple[str, ...] = ("params",)):
+    """Only the params of a checkpoint (to start the next stage of a pipeline). `path` locates
+    them in the saved state: ("params",) for a TrainState, ("train", "params") for a GRPO run's
+    {"train": TrainState, "ref": params}."""
     directory = os.path.abspath(directory)
     abstract_params = on_default_device(abstract_params)
     if not os.path.isdir(directory):
@@ -76,11 +79,38 @@ def restore_params(directory: str, abstract_params, step: int | None = None):
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint steps in {directory}")
+    item = abstract_params
+    for key in reversed(path):
+        item = {key: item}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
-            item={"params": abstract_params},
-            restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding),
-                                      {"params": abstract_params}),
+            item=item,
+            restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), item),
             partial_restore=True)))
     manager.close()
-    return restored["state"]["params"]
+    out = restored["state"]
+    for key in path:
+        out = out[key]
+    return out
+
+
+def load_params(model_cfg, directory: str, *, mesh=None, path: tuple[str, ...] = ("params",),
+                step: int | None = None):
+    """The params of `model_cfg` from a checkpoint directory, sharded over `mesh` (a
+    MeshConfig; default: all devices on the data axis)."""
+    from r1jax import models
+    from r1jax.sharding import MeshConfig, make_mesh, param_shardings
+
+    shardings = param_shardings(model_cfg, make_mesh(mesh or MeshConfig()))
+    abstract = abstract_with_shardings(models.abstract_params(model_cfg), shardings)
+    return restore_params(directory, abstract, step, path)
+
+
+def latest_step(directory: str) -> int | None:
+    """The newest checkpointed step in `directory` (None if it has none)."""
+    if not os.path.isdir(directory):
+        return None
+    manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data"))
+    step = manager.latest_step()
+    manager.close()
+    return step

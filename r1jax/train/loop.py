@@ -87,8 +87,18 @@ def check_batch_divisible(cfg: ExperimentConfig, mesh) -> None:
                          f"train.grad_accum * batch shards = {cfg.train.grad_accum * shards}")
 
 
-def run(cfg: ExperimentConfig, workdir: str) -> list[dict]:
-    """Train per `cfg`, checkpointing in workdir; returns the logged metrics of this run."""
+def sft_step_for(cfg: ExperimentConfig, tx, lr):
+    """The default step of the loop: next-token NLL (+ MTP) under cfg.train's options."""
+    return sft_step_fn(cfg.model, tx, mtp_weight=cfg.train.mtp_weight, grad_accum=cfg.train.grad_accum,
+                       bias_update_speed=cfg.train.bias_update_speed, lr_schedule=lr)
+
+
+def run(cfg: ExperimentConfig, workdir: str, *, step_for=sft_step_for, prepare_batch=None) -> list[dict]:
+    """Train per `cfg`, checkpointing in workdir; returns the logged metrics of this run.
+
+    step_for(cfg, tx, lr_schedule) builds the pure step (default: SFT / pretraining);
+    prepare_batch(batch) -> batch adds what that step needs to each sharded batch (e.g. a
+    teacher's top-k log-probs for `distill_step`)."""
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
@@ -132,11 +142,8 @@ def run(cfg: ExperimentConfig, workdir: str) -> list[dict]:
     start = int(state.step)
 
     # --- Step
-    step_fn = jax.jit(
-        sft_step_fn(cfg.model, tx, mtp_weight=cfg.train.mtp_weight, grad_accum=cfg.train.grad_accum,
-                    bias_update_speed=cfg.train.bias_update_speed, lr_schedule=lr),
-        in_shardings=(shardings, batch_sh), out_shardings=(shardings, replicated(mesh)),
-        donate_argnums=0)
+    step_fn = jax.jit(step_for(cfg, tx, lr), in_shardings=(shardings, batch_sh),
+                      out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
     flops = train_flops_per_token(cfg.model, cfg.data.seq_len)
     log = MetricsLog(workdir, enabled=is_main)
 
@@ -150,6 +157,8 @@ def run(cfg: ExperimentConfig, workdir: str) -> list[dict]:
             local = process_rows(cfg, next(data_iter))
             batch = {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v))
                      for k, v in local.items()}
+            if prepare_batch is not None:
+                batch = prepare_batch(batch)
             with jax.transfer_guard("disallow"):
                 state, metrics = step_fn(state, batch)
             done = step + 1

@@ -106,6 +106,18 @@ def test_filters_dedup_and_provenance(tok, scripted_sampler):
     assert (stats["sampled"], stats["kept"], stats["acceptance"]) == (15, 3, 3 / 15)
 
 
+def test_without_the_format_filter_unformatted_samples_are_kept_verbatim(tok, scripted_sampler):
+    records, stats = rejection.rejection_sample(
+        None, None, tok, PROBLEMS, k=K, reward_fn=rewards.accuracy_reward, threshold=1.0,
+        prompts_per_batch=2, seed=7, require_format=False)
+    assert [(r["prompt"], r["sample_index"]) for r in records] == [
+        ("What is 2 + 3?", 0), ("What is 2 + 3?", 3), ("What is 4 * 2?", 0), ("What is 4 * 2?", 1)]
+    # The well-formed ones are still rewritten canonically; the other is kept as sampled.
+    assert [r["completion"] for r in records] == [
+        GOOD_5, " 2 + 3 = 5 <answer> 5 </answer>", GOOD_8, GOOD_8_OTHER]
+    assert stats["kept"] == 4
+
+
 def test_written_jsonl_trains_through_sft_batches(tok, scripted_sampler, tmp_path):
     records, _ = run_scripted(tok)
     path = str(tmp_path / "sft" / "distill.jsonl")

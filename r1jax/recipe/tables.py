@@ -1,0 +1,68 @@
+"""The paper's tables in miniature, from the pipeline's eval.json.
+
+- `stages`: the Nature paper's Table 2 (R1-Zero / Dev1 / Dev2 / Dev3 / R1, REFERENCE §4.1) with
+  the base model in front; metrics as rows, stages as columns.
+- `distill_vs_rl`: R1's Table 6 (REFERENCE §4.3): the same dense student trained with GRPO alone
+  vs distilled from the final teacher, at matched student FLOPs; models as rows.
+"""
+
+from __future__ import annotations
+
+from r1jax.eval.tables import format_table
+
+STAGE_COLUMNS = (("Base", "base"), ("R1-Zero", "r1_zero"), ("Dev1", "cold_start"),
+                 ("Dev2", "reasoning_rl"), ("Dev3", "rejection_sft"), ("R1", "final_rl"))
+DISTILL_ROWS = (("R1 (teacher, MoE-MLA)", "final_rl"), ("student base (dense Qwen2)", "student_base"),
+                ("student + GRPO (RL alone)", "student_rl"),
+                ("student distilled: SFT on R1 samples", "student_sft"),
+                ("student distilled: logit KD (forward KL, top-k)", "student_logit"))
+TABLES = ("stages", "distill_vs_rl")
+
+
+def _cons_key(results: dict) -> str:
+    for entry in results.values():
+        for key in entry:
+            if key.startswith("cons@"):
+                return key
+    return "cons@k"
+
+
+def needed(table: str) -> tuple[str, ...]:
+    if table == "stages":
+        return tuple(stage for _, stage in STAGE_COLUMNS)
+    if table == "distill_vs_rl":
+        return tuple(stage for _, stage in DISTILL_ROWS)
+    raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+
+
+def stages_table(results: dict) -> str:
+    cons = _cons_key(results)
+    rows = []
+    for metric in ("pass@1", cons, "response_length"):
+        row = {"held-out metric": metric}
+        for column, stage in STAGE_COLUMNS:
+            row[column] = results.get(stage, {}).get(metric)
+        rows.append(row)
+    return format_table(rows, ["held-out metric", *(c for c, _ in STAGE_COLUMNS)])
+
+
+def distill_vs_rl_table(results: dict) -> str:
+    cons = _cons_key(results)
+    rows = []
+    for name, stage in DISTILL_ROWS:
+        entry = results.get(stage, {})
+        rows.append({"model": name, "pass@1": entry.get("pass@1"), cons: entry.get(cons),
+                     "KL to teacher (nats/token)": _sig(entry.get("KL to teacher")),
+                     "student TFLOP": _sig(entry.get("student TFLOP"))})
+    columns = ["model", "pass@1", cons, "KL to teacher (nats/token)", "student TFLOP"]
+    return format_table(rows, columns)
+
+
+def _sig(value: float | None) -> str | None:
+    """Three significant digits: KL and FLOPs span orders of magnitude; accuracies do not."""
+    return None if value is None else f"{value:.3g}"
+
+
+def make_table(table: str, results: dict) -> str:
+    needed(table)  # validates the name
+    return stages_table(results) if table == "stages" else distill_vs_rl_table(results)
