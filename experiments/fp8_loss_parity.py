@@ -4,7 +4,7 @@ Trains the same tiny MoE-MLA model on the same data three times: BF16 (activatio
 projections in bfloat16), fp8_v3 (1x128 / 128x128 E4M3 tiles, FP32 promotion) and
 fp8_per_tensor (the coarse baseline), then prints a table and plots the curves.
 
-  python experiments/fp8_loss_parity.py --workdir /tmp/fp8 [--steps 300]
+  python experiments/fp8_loss_parity.py --workdir /tmp/fp8 [--steps 300] [--seed_reference]
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def distinct_problems(task: str, *, num_problems: int, seed: int, split: str, **
             examples.append(example)
             if len(examples) == num_problems:
                 return examples
-    raise ValueError(f"only {len(examples)} distinct {split} {task} problems exist for "
+    where = "held-out" if split == tasks.HELDOUT else split
+    raise ValueError(f"only {len(examples)} distinct {where} {task} problems exist for "
                      f"{task_kwargs}; ask for fewer or raise the difficulty")
 
 
