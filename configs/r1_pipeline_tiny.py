@@ -11,7 +11,7 @@ Held-out: 64 problems, pass@1 over k=4 samples at T=0.6 / top-p 0.95, cons@4.
 
 Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py --workdir runs/r1_pipeline
 Hardware: 2 CPU cores.  (`:runlocal`: every stage for 2 steps on 4 problems, a smoke test.)
-Expected (measured, seed 0; ~22 min): pass@1 base 63.3, R1-Zero 85.5, Dev1 92.6, Dev2 94.1,
+Expected (measured, seed 0; 1177 s): pass@1 base 63.3, R1-Zero 85.5, Dev1 92.6, Dev2 94.1,
 Dev3 93.0, R1 90.2. Student: base 84.4, GRPO alone 98.0, SFT on R1 samples 99.2, logit KD 98.0
 (all at 0.435 student TFLOP); held-out KL to R1 0.028 -> 0.024 (GRPO) / 0.043 (SFT) / 0.014 (KD).
 """

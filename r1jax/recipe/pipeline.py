@@ -4,7 +4,8 @@ Every stage writes to `workdir/<stage>/` and starts from the checkpoint of the s
 each is resumable (the training loops restore their own checkpoints) and, once finished, is
 evaluated on one held-out set and recorded in `workdir/eval.json` and `workdir/<stage>/eval.md`.
 A finished stage is skipped on the next run; a stage whose config asks for more steps than it
-ran resumes and is evaluated again.
+ran resumes and is evaluated again. Stages downstream of a changed stage are not invalidated:
+to rerun them, use a new workdir (or delete their directories and eval.json entries).
 
 The teacher and the student share the tokenizer trained in `base/`, so logit distillation
 compares distributions over one vocabulary.
