@@ -1,0 +1,117 @@
+"""FP8 linear (`fp8_matmul`, recipe fp8_v3) on the default device vs BF16, and vs the CPU emulation.
+
+  python experiments/bench_fp8_linear.py                          # V3 shapes, on the GPU
+  python experiments/bench_fp8_linear.py --shapes 256x512x384     # any MxKxN; runs on CPU too
+
+For each shape x (M, K) @ w (K, N): the device result of the FP8 forward and of its two
+gradients (dgrad, wgrad) against the same function run on the CPU backend (the exact
+emulation the tests check against float64), as max |diff| / max |ref|; then the median time of
+the forward and of forward + backward for fp8_v3 and for a BF16 matmul of the same shape, and
+their ratio. Prints a markdown table for BENCHMARKS.md with the device, jax version and date.
+
+This times the XLA path of `fp8_matmul` (E4M3 dots with FP32 accumulation per 128-chunk, then
+the scaled sum): it materializes K/128 partial products of the output (15 GB at
+4096x7168x16384), which a fused block-scaled kernel (pallas_kernels/fp8_block_gemm, timed by
+bench_kernels.py) keeps in registers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from r1jax.nn.fp8 import fp8_matmul  # noqa: E402
+
+V3_SHAPES = ("4096x7168x2048", "4096x2048x7168", "4096x7168x16384")  # MoE up, down; a wide dense
+
+
+def time_ms(fn, *args, iters: int) -> float:
+    """Median wall time of a jitted call in ms (compile excluded)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def functions(recipe: str):
+    """(forward, forward + backward) of y = x @ w under `recipe`, jitted."""
+    def forward(x, w):
+        return fp8_matmul(x, w, recipe)
+
+    def loss(x, w, dy):
+        return jnp.sum(forward(x, w).astype(jnp.float32) * dy)
+
+    return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def relative_error(device_out, cpu_out) -> float:
+    got, ref = np.asarray(device_out, np.float32), np.asarray(cpu_out, np.float32)
+    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def bench_shape(m: int, k: int, n: int, iters: int) -> dict:
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (m, k), jnp.float32).astype(jnp.bfloat16)  # (M, K)
+    w = jax.random.normal(keys[1], (k, n), jnp.float32) * k ** -0.5  # (K, N) fp32 master
+    dy = jax.random.normal(keys[2], (m, n), jnp.float32).astype(jnp.bfloat16)  # (M, N)
+    fwd8, grad8 = functions("fp8_v3")
+    fwd16, grad16 = functions("bf16")
+
+    cpu = jax.devices("cpu")[0]
+    on_cpu = [jax.device_put(a, cpu) for a in (x, w, dy)]
+    errors = {"y": relative_error(fwd8(x, w), fwd8(*on_cpu[:2]))}
+    (dx, dw), (dx_cpu, dw_cpu) = grad8(x, w, dy), grad8(*on_cpu)
+    errors.update(dx=relative_error(dx, dx_cpu), dw=relative_error(dw, dw_cpu))
+
+    row = {"shape": f"{m}x{k}x{n}", **{f"err {key}": v for key, v in errors.items()}}
+    for name, fn, args in (("fwd", fwd8, (x, w)), ("fwd+bwd", grad8, (x, w, dy))):
+        row[f"fp8 {name} ms"] = time_ms(fn, *args, iters=iters)
+    row["bf16 fwd ms"] = time_ms(fwd16, x, w, iters=iters)
+    row["bf16 fwd+bwd ms"] = time_ms(grad16, x, w, dy, iters=iters)
+    row["fwd speed-up"] = row["bf16 fwd ms"] / row["fp8 fwd ms"]
+    row["fwd+bwd speed-up"] = row["bf16 fwd+bwd ms"] / row["fp8 fwd+bwd ms"]
+    row["fp8 fwd TFLOP/s"] = 2 * m * k * n / row["fp8 fwd ms"] / 1e9
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=",".join(V3_SHAPES), help="comma-separated MxKxN")
+    parser.add_argument("--iters", type=int, default=20)
+    args = parser.parse_args(argv)
+    rows = []
+    for spec in args.shapes.split(","):
+        try:
+            m, k, n = (int(d) for d in spec.lower().split("x"))
+        except ValueError:
+            parser.error(f"--shapes entry {spec!r} must look like 4096x7168x2048")
+        rows.append(bench_shape(m, k, n, args.iters))
+
+    columns = list(rows[0])
+    device = jax.devices()[0]
+    print(f"\n{device.platform}: {device.device_kind}, jax {jax.__version__}, "
+          f"{datetime.date.today().isoformat()}; err = max|device - cpu emulation| / max|cpu|\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" if c == "shape" else "---:" for c in columns) + "|")
+    for row in rows:
+        cells = [row[c] if c == "shape" else (f"{row[c]:.2e}" if c.startswith("err") else f"{row[c]:.3f}")
+                 for c in columns]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""The FP8 linear benchmark runs end to end at small, ragged shapes and prints its table (on CPU
+the device is the emulation itself, so every error column must be exactly zero)."""
+
+from experiments import bench_fp8_linear
+
+
+def test_bench_fp8_linear_prints_a_table(capsys):
+    bench_fp8_linear.main(["--shapes", "130x200x150", "--iters", "1"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 130x200x150")]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[1:4] == ["0.00e+00"] * 3  # err y, dx, dw
+    assert all(float(c) > 0 for c in cells[4:])
