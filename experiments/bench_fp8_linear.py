@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,20 +28,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.bench_kernels import time_ms  # noqa: E402
 from r1jax.nn.fp8 import fp8_matmul  # noqa: E402
 
 V3_SHAPES = ("4096x7168x2048", "4096x2048x7168", "4096x7168x16384")  # MoE up, down; a wide dense
-
-
-def time_ms(fn, *args, iters: int) -> float:
-    """Median wall time of a jitted call in ms (compile excluded)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def functions(recipe: str):
