@@ -9,10 +9,14 @@ emulation the tests check against float64), as max |diff| / max |ref|; then the 
 the forward and of forward + backward for fp8_v3 and for a BF16 matmul of the same shape, and
 their ratio. Prints a markdown table for BENCHMARKS.md with the device, jax version and date.
 
-This times the XLA path of `fp8_matmul` (E4M3 dots with FP32 accumulation per 128-chunk, then
-the scaled sum): it materializes K/128 partial products of the output (15 GB at
-4096x7168x16384), which a fused block-scaled kernel (pallas_kernels/fp8_block_gemm, timed by
-bench_kernels.py) keeps in registers.
+Two fp8_v3 paths:
+  fp8     `kernels="xla"`: E4M3 dots with FP32 accumulation per 128-chunk, then the scaled sum.
+          It materializes K/128 partial products of the output (15 GB at 4096x7168x16384).
+  kernel  `kernels="pallas"`: the same three GEMMs on the fused block-scaled Mosaic GPU kernel
+          (pallas_kernels/fp8_block_gemm), which keeps the FP32 sum in registers. Its columns
+          ("kernel ...", incl. its own errors against the CPU emulation) appear only where a
+          kernel can run (`r1jax.nn.kernels.available()`: a Hopper GPU); elsewhere the table
+          has the XLA and BF16 columns alone.
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.bench_kernels import time_ms  # noqa: E402
+from r1jax.nn import kernels  # noqa: E402
 from r1jax.nn.fp8 import fp8_matmul  # noqa: E402
 
 V3_SHAPES = ("4096x7168x2048", "4096x2048x7168", "4096x7168x16384")  # MoE up, down; a wide dense
 
 
-def functions(recipe: str):
+def functions(recipe: str, kernels_choice: str = "xla"):
     """(forward, forward + backward) of y = x @ w under `recipe`, jitted."""
     def forward(x, w):
-        return fp8_matmul(x, w, recipe)
+        return fp8_matmul(x, w, recipe, kernels=kernels_choice)
 
     def loss(x, w, dy):
         return jnp.sum(forward(x, w).astype(jnp.float32) * dy)
@@ -58,20 +63,32 @@ def bench_shape(m: int, k: int, n: int, iters: int) -> dict:
     fwd8, grad8 = functions("fp8_v3")
     fwd16, grad16 = functions("bf16")
 
+    # The kernel path, only where the kernel can run (else it would time the XLA path twice).
+    paths = {"fp8": (fwd8, grad8)}
+    if kernels.available():
+        paths["kernel"] = functions("fp8_v3", "pallas")
+
     cpu = jax.devices("cpu")[0]
     on_cpu = [jax.device_put(a, cpu) for a in (x, w, dy)]
-    errors = {"y": relative_error(fwd8(x, w), fwd8(*on_cpu[:2]))}
-    (dx, dw), (dx_cpu, dw_cpu) = grad8(x, w, dy), grad8(*on_cpu)
-    errors.update(dx=relative_error(dx, dx_cpu), dw=relative_error(dw, dw_cpu))
-
-    row = {"shape": f"{m}x{k}x{n}", **{f"err {key}": v for key, v in errors.items()}}
-    for name, fn, args in (("fwd", fwd8, (x, w)), ("fwd+bwd", grad8, (x, w, dy))):
-        row[f"fp8 {name} ms"] = time_ms(fn, *args, iters=iters)
+    y_cpu, (dx_cpu, dw_cpu) = fwd8(*on_cpu[:2]), grad8(*on_cpu)  # the emulation, kernels="xla"
+    row = {"shape": f"{m}x{k}x{n}"}
+    for path, (fwd, grad) in paths.items():
+        suffix = "" if path == "fp8" else f" {path}"  # "err y" stays the XLA path's column
+        dx, dw = grad(x, w, dy)
+        row[f"err y{suffix}"] = relative_error(fwd(x, w), y_cpu)
+        row[f"err dx{suffix}"] = relative_error(dx, dx_cpu)
+        row[f"err dw{suffix}"] = relative_error(dw, dw_cpu)
+    for path, (fwd, grad) in paths.items():
+        row[f"{path} fwd ms"] = time_ms(fwd, x, w, iters=iters)
+        row[f"{path} fwd+bwd ms"] = time_ms(grad, x, w, dy, iters=iters)
     row["bf16 fwd ms"] = time_ms(fwd16, x, w, iters=iters)
     row["bf16 fwd+bwd ms"] = time_ms(grad16, x, w, dy, iters=iters)
-    row["fwd speed-up"] = row["bf16 fwd ms"] / row["fp8 fwd ms"]
-    row["fwd+bwd speed-up"] = row["bf16 fwd+bwd ms"] / row["fp8 fwd+bwd ms"]
-    row["fp8 fwd TFLOP/s"] = 2 * m * k * n / row["fp8 fwd ms"] / 1e9
+    for path in paths:
+        prefix = "" if path == "fp8" else f"{path} "  # BF16 time / FP8 time
+        row[f"{prefix}fwd speed-up"] = row["bf16 fwd ms"] / row[f"{path} fwd ms"]
+        row[f"{prefix}fwd+bwd speed-up"] = row["bf16 fwd+bwd ms"] / row[f"{path} fwd+bwd ms"]
+    for path in paths:
+        row[f"{path} fwd TFLOP/s"] = 2 * m * k * n / row[f"{path} fwd ms"] / 1e9
     return row
 
 

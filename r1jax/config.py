@@ -74,7 +74,8 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
     param_dtype: str = "float32"
     # "xla": plain jnp/lax ops. "pallas": the bf16 Pallas kernels (pallas_kernels/) for the expert
-    # GEMMs and MLA attention where shapes allow; see r1jax/nn/kernels.py for where they run.
+    # GEMMs and MLA attention where shapes allow, and under precision="fp8_v3" the block-scaled FP8
+    # GEMM for the dense projections (experts keep their FP8 grouped GEMM); see r1jax/nn/kernels.py.
     kernels: str = "xla"
 
     def __post_init__(self):

@@ -7,6 +7,11 @@ accumulator, which is then scaled by a_scale (a per-row vector) times b_scale
 (a scalar per 128x128 weight block) and added to the running fp32 sum held in
 registers. Promoting every 128 K elements is what DeepSeek-V3 sec. 3.3.2 asks
 for: the tensor core's fp8 accumulation keeps only ~14 bits.
+
+With `b_scale_rows` (the weight gradient, whose operands are both 1x128 tiles
+along tokens) b_scale holds one scale per row of b per chunk; it streams
+through the pipeline like a_scale and each chunk is scaled by the outer
+product a_scale[:, None] * b_scale[None, :] (DeepGEMM's "1D1D" kernel).
 """
 
 import dataclasses
@@ -39,40 +44,55 @@ class BlockSizes:
 
 
 def fp8_block_gemm_kernel(a_gmem, a_scale_t_gmem, b_gmem, b_scale_gmem, out_gmem, *,
-                          block_m: int, block_n: int, k_chunks: int, max_concurrent_steps: int):
+                          block_m: int, block_n: int, k_chunks: int, max_concurrent_steps: int,
+                          b_scale_rows: bool):
   mi = lax.axis_index("m")
   ni = lax.axis_index("n")
   n_scale_row = ni * block_n // SCALE_BLOCK
 
-  def chunk(idx, a_smem, b_smem, a_scale_smem, acc):
+  def chunk(idx, a_smem, b_smem, a_scale_smem, *b_scale_smem_and_acc):
     (k,) = idx
+    *b_scale_smem, acc = b_scale_smem_and_acc  # b_scale_smem: one slot with b_scale_rows, else none
+    # Along the rows of the (bm, bn) WGMMA tile: reduce(1) leaves the row axis.
     a_scale = plgpu.load(a_scale_smem.at[0], layout=plgpu.Layout.WGMMA.reduce(1))  # (bm,)
-    # The pipeline refills this slot by TMA (async proxy) after the step: fence
-    # so the generic-proxy read above is ordered before that write.
+    if b_scale_rows:
+      # Along the columns: reduce(0) leaves the column axis.
+      b_scale = plgpu.load(b_scale_smem[0].at[0], layout=plgpu.Layout.WGMMA.reduce(0))  # (bn,)
+    # The pipeline refills these slots by TMA (async proxy) after the step: fence
+    # so the generic-proxy reads above are ordered before that write.
     plgpu.commit_smem()
-    scale = a_scale * b_scale_gmem[n_scale_row, k]  # (bm,)
 
     def mma(acc_ref):
       plgpu.wgmma(acc_ref, a_smem, b_smem.T)  # both operands K-major, as fp8 wgmma requires
       return acc_ref[...]
 
     partial = pl.run_scoped(mma, plgpu.ACC((block_m, block_n), jnp.float32))  # (bm, bn)
+    if b_scale_rows:
+      # 1D1D (Wgrad): the chunk's scale is the outer product a_s[:, None] * b_s[None, :].
+      return (acc + partial * lax.broadcast_in_dim(a_scale, partial.shape, [0])
+              * lax.broadcast_in_dim(b_scale, partial.shape, [1]))
+    scale = a_scale * b_scale_gmem[n_scale_row, k]  # (bm,): one weight scale covers the tile
     return acc + partial * lax.broadcast_in_dim(scale, partial.shape, [0])
 
+  in_specs = [
+      plgpu.BlockSpec((block_m, SCALE_BLOCK), lambda k: (mi, k),
+                      transforms=swizzled(a_gmem.dtype, SCALE_BLOCK)),
+      plgpu.BlockSpec((block_n, SCALE_BLOCK), lambda k: (ni, k),
+                      transforms=swizzled(b_gmem.dtype, SCALE_BLOCK)),
+      plgpu.BlockSpec((1, block_m), lambda k: (k, mi)),
+  ]
+  operands = [a_gmem, b_gmem, a_scale_t_gmem]
+  if b_scale_rows:  # b's scales stream like a's: a (1, bn) slice of b_scale^T per K step
+    in_specs.append(plgpu.BlockSpec((1, block_n), lambda k: (k, ni)))
+    operands.append(b_scale_gmem)
   zeros = plgpu.layout_cast(jnp.zeros((block_m, block_n), jnp.float32), plgpu.Layout.WGMMA)
   acc = plgpu.emit_pipeline(
       chunk,
       grid=(k_chunks,),
-      in_specs=[
-          plgpu.BlockSpec((block_m, SCALE_BLOCK), lambda k: (mi, k),
-                          transforms=swizzled(a_gmem.dtype, SCALE_BLOCK)),
-          plgpu.BlockSpec((block_n, SCALE_BLOCK), lambda k: (ni, k),
-                          transforms=swizzled(b_gmem.dtype, SCALE_BLOCK)),
-          plgpu.BlockSpec((1, block_m), lambda k: (k, mi)),
-      ],
+      in_specs=in_specs,
       max_concurrent_steps=max_concurrent_steps,
       init_carry=zeros,
-  )(a_gmem, b_gmem, a_scale_t_gmem)
+  )(*operands)
 
   @functools.partial(pl.run_scoped, out_smem=plgpu.SMEM((block_m, block_n), out_gmem.dtype))
   def _store(out_smem):
@@ -82,9 +102,9 @@ def fp8_block_gemm_kernel(a_gmem, a_scale_t_gmem, b_gmem, b_scale_gmem, out_gmem
     plgpu.wait_smem_to_gmem(0)
 
 
-@functools.partial(jax.jit, static_argnames=("out_dtype", "block_sizes", "interpret"))
+@functools.partial(jax.jit, static_argnames=("out_dtype", "block_sizes", "interpret", "b_scale_rows"))
 def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16,
-                   block_sizes: BlockSizes = BlockSizes(), interpret=None):
+                   block_sizes: BlockSizes = BlockSizes(), interpret=None, b_scale_rows=False):
   """Mosaic GPU FP8 GEMM; same contract as `reference.fp8_block_gemm`."""
   m, k = a.shape
   n = b.shape[0]
@@ -95,9 +115,11 @@ def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16,
   a = jnp.pad(a, ((0, mp - m), (0, kp - k)))  # (Mp, Kp)
   b = jnp.pad(b, ((0, np_ - n), (0, kp - k)))  # (Np, Kp)
   a_scale_t = jnp.pad(a_scale.T, ((0, 0), (0, mp - m)))  # (KB, Mp): a tile's scales are contiguous
+  if b_scale_rows:
+    b_scale = jnp.pad(b_scale.T, ((0, 0), (0, np_ - n)))  # (KB, Np), like a_scale_t
   kernel = functools.partial(
       fp8_block_gemm_kernel, block_m=bm, block_n=bn, k_chunks=kb,
-      max_concurrent_steps=min(block_sizes.max_concurrent_steps, kb))
+      max_concurrent_steps=min(block_sizes.max_concurrent_steps, kb), b_scale_rows=b_scale_rows)
   out = plgpu.kernel(
       kernel,
       out_type=jax.ShapeDtypeStruct((mp, np_), out_dtype),

@@ -2,7 +2,10 @@
 
 DeepSeek-V3 (sec. 3.3.2) quantizes activations per 1x128 tile and weights per
 128x128 block, and promotes the tensor-core partial sums to fp32 with the
-scales applied once every 128 K elements (the DeepGEMM contract).
+scales applied once every 128 K elements (the DeepGEMM contract). The weight
+gradient (Wgrad, dW = x^T dy) contracts over tokens, so both of its operands
+are 1x128 activation tiles: there b carries one scale per row per 128-chunk
+(`b_scale_rows=True`, DeepGEMM's "1D1D" kernel) instead of one per block.
 """
 
 import jax
@@ -11,11 +14,13 @@ import jax.numpy as jnp
 SCALE_BLOCK = 128
 
 
-def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16):
-  """out[m, n] = sum_k (a[m, kc] . b[n, kc]) * a_scale[m, k] * b_scale[n // 128, k].
+def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16, b_scale_rows=False):
+  """out[m, n] = sum_k (a[m, kc] . b[n, kc]) * a_scale[m, k] * b_row_scale[n, k].
 
-  a: (M, K) e4m3, a_scale: (M, ceil(K/128)) f32, b: (N, K) e4m3 (K-major),
-  b_scale: (ceil(N/128), ceil(K/128)) f32.
+  a: (M, K) e4m3, a_scale: (M, ceil(K/128)) f32, b: (N, K) e4m3 (K-major).
+  b_scale: (ceil(N/128), ceil(K/128)) f32, one per 128x128 block, so
+  b_row_scale[n, k] = b_scale[n // 128, k]; or with `b_scale_rows`
+  (N, ceil(K/128)), one per row per 128-chunk: b_row_scale = b_scale.
   """
   m, k = a.shape
   n = b.shape[0]
@@ -24,8 +29,8 @@ def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16):
   a32 = jnp.pad(a.astype(jnp.float32), ((0, 0), (0, pad))).reshape(m, kb, SCALE_BLOCK)  # (M, KB, 128)
   b32 = jnp.pad(b.astype(jnp.float32), ((0, 0), (0, pad))).reshape(n, kb, SCALE_BLOCK)  # (N, KB, 128)
   partial = jnp.einsum("mkc,nkc->kmn", a32, b32, precision=jax.lax.Precision.HIGHEST)  # (KB, M, N)
-  b_scale_rows = jnp.repeat(b_scale, SCALE_BLOCK, axis=0)[:n]  # (N, KB)
-  scaled = partial * a_scale.T[:, :, None] * b_scale_rows.T[:, None, :]  # (KB, M, N)
+  b_row_scale = b_scale if b_scale_rows else jnp.repeat(b_scale, SCALE_BLOCK, axis=0)[:n]  # (N, KB)
+  scaled = partial * a_scale.T[:, :, None] * b_row_scale.T[:, None, :]  # (KB, M, N)
   return scaled.sum(axis=0).astype(out_dtype)
 
 

@@ -1,10 +1,15 @@
 """MLA decode (absorbed, latent cache) for Hopper (sm_90) in Pallas Mosaic GPU.
 
 All heads share one latent KV stream, so the Tq*H query rows of a batch row
-form the M side of the wgmmas (64 rows per CTA). The sequence is split into
-`num_splits` chunks (split-K / flash-decoding) so that long caches fill the
-GPU; each CTA keeps an online softmax over its chunk and writes a normalized
-partial output plus its log-sum-exp, and a small XLA epilogue merges them.
+form the M side of the wgmmas (64 rows per CTA). Row b's valid keys are the
+slots [starts[b], lengths[b]); the kernel is bandwidth bound, so only the
+blocks that hold them, [start_block, end_block), are fetched (left padding
+never leaves HBM) and keys before the start are masked inside the first block.
+Each row's own block range is split into `num_splits` equal chunks (split-K /
+flash-decoding; the chunk size is per row, at run time) so that long caches
+fill the GPU and short or offset rows keep every split busy; each CTA keeps an
+online softmax over its chunk and writes a normalized partial output plus its
+log-sum-exp, and a small XLA epilogue merges them.
 
 Per CTA: Q (latent and rope parts) lands once in swizzled SMEM via TMA; the
 cache blocks stream through a double-buffered TMA ring with one mbarrier per
@@ -49,9 +54,23 @@ class BlockSizes:
   p_in_registers: bool = True
 
 
-def mla_decode_kernel(lengths_gmem, row_limit_gmem, q_lat_gmem, q_rope_gmem, c_kv_gmem, k_rope_gmem,
-                      o_gmem, lse_gmem, *, block_q: int, block_kv: int, block_dv: int,
-                      blocks_per_split: int, scale_log2: float, p_in_registers: bool):
+def split_blocks(start, length, split, *, block_kv: int, num_splits: int):
+  """(first block, block count) of `split`'s chunk of the row's keys [start, length), 0 <= start.
+
+  The row's own blocks [start_block, end_block) are cut into `num_splits` equal chunks (the
+  last ones may be shorter or empty), so blocks before the start are never fetched and an
+  offset or short row still spreads over every split. An empty row fetches nothing.
+  """
+  start_block = lax.div(start, block_kv)
+  row_blocks = jnp.where(start < length, pl.cdiv(length, block_kv) - start_block, 0)
+  blocks_per_split = pl.cdiv(row_blocks, num_splits)
+  first_block = start_block + split * blocks_per_split
+  return first_block, jnp.clip(start_block + row_blocks - first_block, 0, blocks_per_split)
+
+
+def mla_decode_kernel(starts_gmem, lengths_gmem, row_limit_gmem, q_lat_gmem, q_rope_gmem, c_kv_gmem,
+                      k_rope_gmem, o_gmem, lse_gmem, *, block_q: int, block_kv: int, block_dv: int,
+                      num_splits: int, scale_log2: float, p_in_registers: bool):
   b = lax.axis_index("b")
   qi = lax.axis_index("q")
   dv = lax.axis_index("dv")
@@ -59,8 +78,9 @@ def mla_decode_kernel(lengths_gmem, row_limit_gmem, q_lat_gmem, q_rope_gmem, c_k
   dtype = q_lat_gmem.dtype
   latent, rope = q_lat_gmem.shape[-1], q_rope_gmem.shape[-1]
   rows = pl.ds(qi * block_q, block_q)
-  first_block = split * blocks_per_split
-  num_blocks = jnp.clip(pl.cdiv(lengths_gmem[b], block_kv) - first_block, 0, blocks_per_split)
+  start = starts_gmem[b]
+  first_block, num_blocks = split_blocks(start, lengths_gmem[b], split, block_kv=block_kv,
+                                         num_splits=num_splits)
 
   def scope(q_lat_smem, q_rope_smem, ring_or_out, p_or_limit, q_bar, ckv_bar, krope_bar):
     # Disjoint lifetimes share SMEM: the output tile reuses the drained KV ring,
@@ -99,7 +119,10 @@ def mla_decode_kernel(lengths_gmem, row_limit_gmem, q_lat_gmem, q_rope_gmem, c_k
       s = pl.run_scoped(scores, plgpu.ACC((block_q, block_kv), jnp.float32)) * scale_log2  # (bq, bkv)
       key = (first_block + i) * block_kv + plgpu.broadcasted_iota(
           jnp.int32, (block_q, block_kv), 1, layout=plgpu.Layout.WGMMA)
-      s = jnp.where(key < lax.broadcast_in_dim(row_limit, s.shape, [0]), s, NEG_INF)
+      # Only the first block can hold keys before the start; one compare everywhere is cheaper
+      # than a second code path (the kernel waits on HBM, not on ALUs).
+      visible = (key >= start) & (key < lax.broadcast_in_dim(row_limit, s.shape, [0]))
+      s = jnp.where(visible, s, NEG_INF)
       m_new = jnp.maximum(m_i, s.max(axis=1))  # (bq,)
       alpha = jnp.exp2(m_i - m_new)
       p = jnp.exp2(s - lax.broadcast_in_dim(m_new, s.shape, [0]))  # (bq, bkv)
@@ -164,9 +187,9 @@ def mla_decode_kernel(lengths_gmem, row_limit_gmem, q_lat_gmem, q_rope_gmem, c_k
 
 
 @functools.partial(jax.jit, static_argnames=("softmax_scale", "latent_dim", "block_sizes", "interpret"))
-def mla_decode(q, c_kv, k_rope, lengths, *, softmax_scale: float, latent_dim: int = 512,
+def mla_decode(q, c_kv, k_rope, lengths, starts=None, *, softmax_scale: float, latent_dim: int = 512,
                block_sizes: BlockSizes = BlockSizes(), interpret=None):
-  """Mosaic GPU MLA decode; same contract as `reference.mla_decode`."""
+  """Mosaic GPU MLA decode; same contract as `reference.mla_decode` (starts None: zeros)."""
   bsz, tq, h, d = q.shape
   s = c_kv.shape[1]
   bs = block_sizes
@@ -180,15 +203,15 @@ def mla_decode(q, c_kv, k_rope, lengths, *, softmax_scale: float, latent_dim: in
   if s_p != s:  # a cache allocated in multiples of block_kv avoids this copy
     c_kv = jnp.pad(c_kv, ((0, 0), (0, s_p - s), (0, 0)))
     k_rope = jnp.pad(k_rope, ((0, 0), (0, s_p - s), (0, 0)))
-  lengths = jnp.minimum(lengths.astype(jnp.int32), s)
+  lengths = jnp.clip(lengths.astype(jnp.int32), 0, s)
+  starts = jnp.zeros_like(lengths) if starts is None else jnp.clip(starts.astype(jnp.int32), 0, s)
   t_of_row = jnp.arange(rows_p, dtype=jnp.int32) // h
   row_limit = lengths[:, None] - tq + 1 + t_of_row[None, :]  # (B, Rp): keys visible to each row
   row_limit = jnp.where(jnp.arange(rows_p)[None, :] < rows, row_limit, 0).astype(jnp.int32)
   num_splits = max(1, min(bs.num_splits, cdiv(s_p, bs.block_kv)))
-  blocks_per_split = cdiv(cdiv(s_p, bs.block_kv), num_splits)
   kernel = functools.partial(
       mla_decode_kernel, block_q=bs.block_q, block_kv=bs.block_kv, block_dv=bs.block_dv,
-      blocks_per_split=blocks_per_split, scale_log2=softmax_scale * math.log2(math.e),
+      num_splits=num_splits, scale_log2=softmax_scale * math.log2(math.e),
       p_in_registers=bs.p_in_registers)
   o, lse = plgpu.kernel(
       kernel,
@@ -197,7 +220,7 @@ def mla_decode(q, c_kv, k_rope, lengths, *, softmax_scale: float, latent_dim: in
       grid=(bsz, rows_p // bs.block_q, latent_dim // bs.block_dv, num_splits),
       grid_names=("b", "q", "dv", "split"),
       interpret=interpret,
-  )(lengths, row_limit, q_lat, q_rope, c_kv, k_rope)
+  )(starts, lengths, row_limit, q_lat, q_rope, c_kv, k_rope)
   # Merge the splits: weights 2^(lse_s - max) over splits; rows with no key stay zero.
   lse_max = jnp.max(lse, axis=1, keepdims=True)  # (B, 1, Rp)
   w = jnp.where(jnp.isfinite(lse), jnp.exp2(lse - jnp.where(jnp.isfinite(lse_max), lse_max, 0.0)), 0.0)

@@ -37,7 +37,8 @@ class Block(nnx.Module):
             self.moe = MoE(cfg, rngs=rngs)
         else:
             self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, std=cfg.init_std,
-                              param_dtype=pd, rngs=rngs, precision=cfg.precision)
+                              param_dtype=pd, rngs=rngs, precision=cfg.precision,
+                              kernels=cfg.kernels)
 
     def __call__(self, h, cos, sin, mask, token_mask, cache_layer=None, cache_index=None):
         a, new_cache = self.attn(self.attn_norm(h), cos, sin, mask, cache_layer, cache_index)

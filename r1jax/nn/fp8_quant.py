@@ -150,12 +150,3 @@ def from_weight_scale_inv(weight_fp8: jax.Array, scale_inv: jax.Array) -> Quanti
     values = jnp.pad(weight_fp8.T, ((0, -in_features % TILE), (0, -out_features % TILE)))  # (Kp, Np)
     scales = scale_inv.T.astype(jnp.float32)  # (Kp/128, Np/128)
     return QuantizedArray(values, scales, (in_features, out_features), (TILE, TILE))
-
-
-def dequantize_hf_block_fp8(weight_fp8: jax.Array, scale_inv: jax.Array) -> jax.Array:
-    """HF `weight` (out, in) E4M3 * `weight_scale_inv` per 128x128 block -> float32 (out, in)."""
-    _check_hf_block_fp8(weight_fp8, scale_inv)
-    out_features, in_features = weight_fp8.shape
-    values = jnp.pad(weight_fp8, ((0, -out_features % TILE), (0, -in_features % TILE)))  # (Op, Ip)
-    blocks = QuantizedArray(values, scale_inv.astype(jnp.float32), tuple(weight_fp8.shape), (TILE, TILE))
-    return dequantize(blocks)  # (out, in)

@@ -7,6 +7,8 @@ Three kernels from `pallas_kernels/` are wired into the model:
   grouped_matmul  the three expert GEMMs of the routed SwiGLU (moe_dispatch.grouped_swiglu)
   mla_attention   causal attention of the naive MLA path (training, prefill without cache)
   mla_decode      absorbed MLA attention over the latent cache (decoding)
+and a fourth through the FP8 recipe: under precision="fp8_v3" the Fprop/Dgrad/Wgrad GEMMs of the
+dense projections (MLA, dense and shared-expert FFNs) run on fp8_block_gemm (r1jax/nn/fp8_gemm.py).
 
 Where they run: on a Hopper (sm_90) GPU the Mosaic GPU kernels compile for real. Inside
 `with kernel_interpret():` they run in the Mosaic GPU interpreter (any backend, e.g. CPU tests).
@@ -104,11 +106,12 @@ def causal_attention(q, k, v, lengths, *, softmax_scale: float) -> jax.Array:
                          interpret=interpret_params())
 
 
-def latent_attention(q, c_kv, k_rope, lengths, *, softmax_scale: float) -> jax.Array:
+def latent_attention(q, c_kv, k_rope, lengths, starts=None, *, softmax_scale: float) -> jax.Array:
     """q (B, T, H, C+R) over the cache c_kv (B, S, C), k_rope (B, S, R) -> (B, T, H, C).
 
-    Query t of row b sees keys s < lengths[b] - T + 1 + t (the T new tokens are the last of the
-    row's valid prefix).
+    Query t of row b sees keys starts[b] <= s < lengths[b] - T + 1 + t: the row's valid slots
+    are [starts[b], lengths[b]) (left padding before them; starts None means 0) and the T new
+    tokens are the last of them. The kernel never reads the blocks before starts[b].
     """
     from pallas_kernels.mla_decode import BlockSizes, mla_decode
 
@@ -124,5 +127,5 @@ def latent_attention(q, c_kv, k_rope, lengths, *, softmax_scale: float) -> jax.A
         # 256 value columns per CTA need P in registers (V3's tuned default) and a latent that
         # 256 divides; otherwise stage P through SMEM with at most 128 columns.
         blocks = BlockSizes(block_dv=128 if latent % 128 == 0 else 64, p_in_registers=False)
-    return mla_decode(q, c_kv, k_rope, lengths, softmax_scale=softmax_scale, latent_dim=latent,
+    return mla_decode(q, c_kv, k_rope, lengths, starts, softmax_scale=softmax_scale, latent_dim=latent,
                       block_sizes=blocks, interpret=interpret)

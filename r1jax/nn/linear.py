@@ -11,6 +11,9 @@ flattened output (heads included): the HF block grid covers the (K, N) matrix, s
 be unflattened before the matmul, and callers reshape the output. Only "fp8_v3" computes on such
 a weight; other recipes raise rather than silently dequantize. Modules therefore read projection
 weights with `.get_value()` (a Variable's `[...]` indexes, which a QuantizedArray cannot).
+
+`kernels` is `ModelConfig.kernels`: "pallas" runs the fp8_v3 GEMMs on the fused block-scaled kernel
+where one can run (r1jax/nn/fp8_gemm.py); "bf16" and "fp8_per_tensor" projections ignore it.
 """
 
 from __future__ import annotations
@@ -30,26 +33,27 @@ def check_prequantized(w, recipe: str) -> None:
                          f"checkpoint with keep_fp8=False to get float weights")
 
 
-def project(x: jax.Array, w: jax.Array | QuantizedArray, recipe: str) -> jax.Array:
+def project(x: jax.Array, w: jax.Array | QuantizedArray, recipe: str, kernels: str = "xla") -> jax.Array:
     """x (..., K) @ w (K, ...) -> (..., *w.shape[1:]); multi-dim outputs (heads) are flattened for
     the matmul and restored after. A QuantizedArray w is (K, N) already, giving (..., N)."""
     check_prequantized(w, recipe)
     if isinstance(w, QuantizedArray):
-        return fp8_matmul(x, w, recipe)  # (..., N)
+        return fp8_matmul(x, w, recipe, kernels=kernels)  # (..., N)
     out_shape = w.shape[1:]
     w2 = w.reshape(w.shape[0], -1)
     if recipe == "bf16":
         y = jnp.einsum("...k,kn->...n", x, w2.astype(x.dtype))
     else:
-        y = fp8_matmul(x, w2, recipe)
+        y = fp8_matmul(x, w2, recipe, kernels=kernels)
     return y.reshape(*x.shape[:-1], *out_shape)
 
 
-def project_in(x: jax.Array, w: jax.Array | QuantizedArray, recipe: str, n_in: int) -> jax.Array:
+def project_in(x: jax.Array, w: jax.Array | QuantizedArray, recipe: str, n_in: int,
+               kernels: str = "xla") -> jax.Array:
     """Contract the last `n_in` dims of x with the first `n_in` dims of w (e.g. (B, T, H, V) with
     the output projection (H, V, D)). A QuantizedArray w is (H*V, D), its in-dims already flat."""
     k = 1
     for d in x.shape[-n_in:]:
         k *= d
     w2 = w if isinstance(w, QuantizedArray) else w.reshape(k, *w.shape[n_in:])
-    return project(x.reshape(*x.shape[:-n_in], k), w2, recipe)
+    return project(x.reshape(*x.shape[:-n_in], k), w2, recipe, kernels)

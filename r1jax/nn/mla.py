@@ -9,15 +9,16 @@ so attention runs directly over the cached c_kv (C) and k_rope (R): 576 values p
 layer for V3 instead of H*(N+R+V). Both compute the same function.
 
 With `cfg.kernels == "pallas"` (bf16) the attention core runs as a Pallas kernel
-(r1jax/nn/kernels.py) when the kernel can express the mask: it takes only per-row key lengths,
-so the mask must be "key s visible iff s < length[b]" plus causality. Only the (B, T, S) mask
-reaches this layer, so the condition is checked on it at run time (`lax.cond`):
+(r1jax/nn/kernels.py) when the kernel can express the mask: it takes only per-row key ranges
+plus causality. Only the (B, T, S) mask reaches this layer, so the condition is checked on it
+at run time (`lax.cond`):
   naive path:    mask == (s <= t) & (s < L[b]), i.e. right-padded or unpadded rows, no packed
                  segments; L[b] = keys visible to the last query.
-  absorbed path: mask == s < L[b] - T + 1 + t, i.e. every cache slot written so far holds a
-                 valid token (unpadded prompts and generation); L[b] = index + T.
-Other masks (padding inside the cache, e.g. the sampler's left-padded prompts or finished rows,
-and segment_ids) take the XLA einsums.
+  absorbed path: mask == (s >= S0[b]) & (s < L[b] - T + 1 + t), i.e. each row's valid cache
+                 slots are one contiguous run [S0[b], L[b]) ending at the new tokens: unpadded
+                 prompts, the sampler's left-padded prompts (S0 = padding), and generation,
+                 finished rows included (their invalid new slots come after the run).
+Other masks (holes inside a row's cache, segment_ids) take the XLA einsums.
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ class MLA(nnx.Module):
         """(q_nope (B, T, H, N), q_rope (B, T, H, R) rotated)."""
         cfg, r = self.cfg, self.cfg.precision
         if cfg.q_lora_rank is None:
-            q = project(x, self.q_proj.get_value(), r)  # (B, T, H, N+R) or (B, T, H*(N+R))
+            q = project(x, self.q_proj.get_value(), r, cfg.kernels)  # (B, T, H, N+R) or (B, T, H*(N+R))
         else:
-            c_q = self.q_norm(project(x, self.q_a.get_value(), r))  # (B, T, Q)
-            q = project(c_q, self.q_b.get_value(), r)  # (B, T, H, N+R) or (B, T, H*(N+R))
+            c_q = self.q_norm(project(x, self.q_a.get_value(), r, cfg.kernels))  # (B, T, Q)
+            q = project(c_q, self.q_b.get_value(), r, cfg.kernels)  # (B, T, H, N+R) or (B, T, H*(N+R))
         # An FP8-kept weight is a flat (K, H*(N+R)) matrix (r1jax/nn/linear.py): restore the heads.
         q = q.reshape(*x.shape[:-1], cfg.num_heads, cfg.qk_head_dim)  # (B, T, H, N+R)
         q_nope, q_rope = jnp.split(q, [cfg.qk_nope_head_dim], axis=-1)
@@ -76,7 +77,7 @@ class MLA(nnx.Module):
     def latents(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
         """(c_kv (B, T, C) normalised, k_rope (B, T, R) rotated): what the cache stores."""
         cfg = self.cfg
-        kv = project(x, self.kv_a.get_value(), cfg.precision)  # (B, T, C+R)
+        kv = project(x, self.kv_a.get_value(), cfg.precision, cfg.kernels)  # (B, T, C+R)
         c_kv, k_rope = jnp.split(kv, [cfg.kv_lora_rank], axis=-1)
         # RMSNorm on the latent only; the rope key is not normalised [V3 §1.2 code mapping].
         return self.kv_norm(c_kv), apply_rope(k_rope, cos, sin, interleave=cfg.rope_interleave)
@@ -96,7 +97,7 @@ class MLA(nnx.Module):
         w_kv = self.kv_b[...].astype(dt)  # (C, H, N+V)
         w_uk, w_uv = w_kv[..., :n], w_kv[..., n:]
         if cache_layer is None:
-            kv = project(c_kv, self.kv_b[...], cfg.precision)  # (B, S, H, N+V)
+            kv = project(c_kv, self.kv_b[...], cfg.precision, cfg.kernels)  # (B, S, H, N+V)
             k_nope, v = kv[..., :n], kv[..., n:]
 
             def xla_attention(q_nope, q_rope, k_nope, k_rope, v):
@@ -141,11 +142,11 @@ class MLA(nnx.Module):
             args = (q_lat, q_rope, keys_c, keys_r)
             fits_kernel = kernels.decode_kernel_fits(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
             if self._use_kernel(dt, fits_kernel):
-                lengths, fits = prefix_cache_lengths(mask)
+                starts, lengths, fits = prefix_cache_lengths(mask)
 
                 def kernel_latent_attention(q_lat, q_rope, keys_c, keys_r):
                     q = jnp.concatenate([q_lat, q_rope], axis=-1)  # (B, T, H, C+R)
-                    o_lat = kernels.latent_attention(q, keys_c, keys_r, lengths,
+                    o_lat = kernels.latent_attention(q, keys_c, keys_r, lengths, starts,
                                                      softmax_scale=cfg.softmax_scale)
                     return o_lat.astype(dt)  # (B, T, H, C)
 
@@ -154,7 +155,7 @@ class MLA(nnx.Module):
                 o_lat = xla_latent_attention(*args)
             o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
-        return project_in(o, self.o.get_value(), cfg.precision, 2), new_cache  # (B, T, D)
+        return project_in(o, self.o.get_value(), cfg.precision, 2, cfg.kernels), new_cache  # (B, T, D)
 
     def _use_kernel(self, dt, shapes_fit: bool) -> bool:
         """Static (trace-time) part of the kernel choice; the mask check is the run-time part."""
@@ -175,13 +176,23 @@ def right_padded_causal_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     return lengths, jnp.all(mask == expected)
 
 
-def prefix_cache_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-row valid cache lengths L (B,) and whether mask (B, T, S) == s < L[b] - T + 1 + t.
+def prefix_cache_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-row valid cache range [starts, lengths) (B,) and whether mask (B, T, S) ==
+    (s >= starts[b]) & (s < lengths[b] - T + 1 + t).
 
-    That is the decode kernel's visibility: the T new tokens are the last T of a valid prefix.
+    That is the decode kernel's visibility: the row's valid slots are contiguous (left padding
+    before starts[b]) and the T new tokens are the last T of them. The range is read off the
+    last query, which sees the most; a row it sees nothing of gets (0, 0). Queries that see no
+    key (a left-padded prompt's pad tokens, t < starts[b]) get zeros from the kernel, as from
+    masked_softmax.
     """
     t, s = mask.shape[1:]
-    lengths = mask[:, -1, :].sum(-1).astype(jnp.int32)  # (B,)
+    last = mask[:, -1, :]  # (B, S)
+    slot = jnp.arange(s)
+    lengths = jnp.max(jnp.where(last, slot + 1, 0), axis=-1).astype(jnp.int32)  # (B,) last True + 1
+    first = jnp.min(jnp.where(last, slot, s), axis=-1)  # (B,) first True
+    starts = jnp.where(lengths > 0, first, 0).astype(jnp.int32)
     limit = lengths[:, None] - t + 1 + jnp.arange(t)[None, :]  # (B, T)
-    expected = jnp.arange(s)[None, None, :] < limit[:, :, None]  # (B, T, S)
-    return lengths, jnp.all(mask == expected)
+    expected = ((slot[None, None, :] >= starts[:, None, None])
+                & (slot[None, None, :] < limit[:, :, None]))  # (B, T, S)
+    return starts, lengths, jnp.all(mask == expected)

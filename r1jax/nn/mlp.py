@@ -9,14 +9,15 @@ from r1jax.nn.params import normal_param
 
 class SwiGLU(nnx.Module):
     def __init__(self, dim: int, hidden: int, *, std: float, param_dtype, rngs: nnx.Rngs,
-                 precision: str = "bf16"):
+                 precision: str = "bf16", kernels: str = "xla"):
         self.precision = precision
+        self.kernels = kernels  # ModelConfig.kernels: "pallas" runs the fp8_v3 GEMMs as kernels
         self.gate = normal_param(rngs, (dim, hidden), ("embed", "mlp"), std, param_dtype)
         self.up = normal_param(rngs, (dim, hidden), ("embed", "mlp"), std, param_dtype)
         self.down = normal_param(rngs, (hidden, dim), ("mlp", "embed"), std, param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        r = self.precision
-        g = project(x, self.gate.get_value(), r)  # (..., F)
-        u = project(x, self.up.get_value(), r)  # (..., F)
-        return project(jax.nn.silu(g) * u, self.down.get_value(), r)  # (..., D)
+        r, k = self.precision, self.kernels
+        g = project(x, self.gate.get_value(), r, k)  # (..., F)
+        u = project(x, self.up.get_value(), r, k)  # (..., F)
+        return project(jax.nn.silu(g) * u, self.down.get_value(), r, k)  # (..., D)

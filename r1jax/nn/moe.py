@@ -56,7 +56,7 @@ class MoE(nnx.Module):
         self.up = normal_param(rngs, (e, d, f), ("expert", "embed", "mlp"), std, pd)
         self.down = normal_param(rngs, (e, f, d), ("expert", "mlp", "embed"), std, pd)
         self.shared = (SwiGLU(d, f * cfg.n_shared_experts, std=std, param_dtype=pd, rngs=rngs,
-                              precision=cfg.precision)
+                              precision=cfg.precision, kernels=cfg.kernels)
                        if cfg.n_shared_experts else None)
 
     def __call__(self, x: jax.Array, token_mask: jax.Array | None = None):

@@ -17,11 +17,13 @@ from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 import pallas_kernels._common
+import pallas_kernels.fp8_block_gemm
 from r1jax import config, models
 from r1jax.models.deepseek_v3 import attention_mask_for
 from r1jax.nn import kernels
 from r1jax.nn.mla import prefix_cache_lengths, right_padded_causal_lengths
 from r1jax.nn.moe_dispatch import routed_experts
+from r1jax.rl.sampling import SamplingConfig, sample
 from tests.pallas_kernels.kernel_testing import lower_for_cuda, mosaic_calls
 
 BF16_TOL = 1e-2
@@ -65,6 +67,21 @@ def kernel_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def decode_kernel_runs(monkeypatch):
+    """Counts, per query length T, the executions (not traces) of the decode-kernel branch of the
+    run-time mask check in mla.py: proof that `prefix_cache_lengths` found the mask fits."""
+    runs = collections.Counter()
+    op = kernels.latent_attention
+
+    def counted(q, *args, **kwargs):
+        jax.debug.callback(lambda: runs.update([q.shape[1]]))  # runs only if the cond takes it
+        return op(q, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "latent_attention", counted)
+    return runs
+
+
 def test_config_validates_kernels():
     with pytest.raises(ValueError, match="kernels='triton'"):
         config.tiny(kernels="triton")
@@ -84,10 +101,20 @@ def test_mask_conditions_for_the_attention_kernels():
     assert not bool(right_padded_causal_lengths(packed)[1])
     # Cache of 8 slots, 5 filled, 2 new tokens at index 5: row 1's first slot is left padding.
     valid = jnp.array([[1] * 7 + [0], [0] + [1] * 6 + [0]], jnp.bool_)
-    unpadded = valid.at[1, 0].set(True)
-    lengths, fits = prefix_cache_lengths(attention_mask_for(None, None, unpadded, 5, 2))
-    assert bool(fits) and lengths.tolist() == [7, 7]
-    assert not bool(prefix_cache_lengths(attention_mask_for(None, None, valid, 5, 2))[1])
+    starts, lengths, fits = prefix_cache_lengths(attention_mask_for(None, None, valid, 5, 2))
+    assert bool(fits) and starts.tolist() == [0, 1] and lengths.tolist() == [7, 7]
+    holed = valid.at[0, 2].set(False)  # a hole inside row 0's run: no (start, length) describes it
+    assert not bool(prefix_cache_lengths(attention_mask_for(None, None, holed, 5, 2))[2])
+    # The sampler (r1jax/rl/sampling.py) over 4 left-padded prompts of P = 4 in a 7-slot cache.
+    prompts = jnp.array([[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], jnp.bool_)
+    cache = jnp.zeros((4, 7), jnp.bool_).at[:, :4].set(prompts)
+    # Prefill (T = P): pad queries see nothing (zeros on both paths); row 3 is all padding.
+    starts, lengths, fits = prefix_cache_lengths(attention_mask_for(prompts, None, cache, 0, 4))
+    assert bool(fits) and starts.tolist() == [0, 2, 3, 0] and lengths.tolist() == [4, 4, 4, 0]
+    # Step 2 (T = 1, index 6): row 0 stopped at step 1, so slot 6 is invalid and its run ends at 6.
+    cache = cache.at[:, 4:].set(jnp.array([[1, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1]], jnp.bool_))
+    starts, lengths, fits = prefix_cache_lengths(attention_mask_for(None, None, cache, 6, 1))
+    assert bool(fits) and starts.tolist() == [0, 2, 3, 4] and lengths.tolist() == [6, 7, 7, 7]
 
 
 def test_forward_logits_match_xla(params, interpret, kernel_calls):
@@ -118,7 +145,7 @@ def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
     # Unpadded rows: the written cache slots are a valid prefix, so the kernel branch runs.
     for index, t in [(0, prefill), (prefill, 1)]:  # the prefill call, then the first step
         written = jnp.broadcast_to(jnp.arange(max_len) < index + t, (b, max_len))  # (B, S)
-        assert bool(prefix_cache_lengths(attention_mask_for(None, None, written, index, t))[1])
+        assert bool(prefix_cache_lengths(attention_mask_for(None, None, written, index, t))[2])
 
     def generate(cfg):
         step = jax.jit(lambda p, tok, c: models.forward(cfg, p, tok, cache=c))
@@ -138,6 +165,31 @@ def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
     assert got.shape == want.shape == (b, prefill + steps, XLA_CFG.vocab_size)
     for i in range(prefill - 1, prefill + steps):  # the last prefill position, then each step
         assert rel_err(got[:, i], want[:, i]) <= BF16_TOL, i
+
+
+def test_sampling_left_padded_prompts_matches_xla(params, interpret, decode_kernel_runs):
+    """Rollouts left-pad prompts: the decode kernel runs on them (per-row starts), for the prefill
+    and every step, finished rows included, with XLA's greedy tokens and logprobs."""
+    p, n = 6, 3
+    rng = np.random.default_rng(5)
+    prompts = jnp.asarray(rng.integers(1, XLA_CFG.vocab_size, (3, p)), jnp.int32)
+    pmask = jnp.asarray(np.arange(p)[None] >= np.array([[0], [2], [5]]))  # 0, 2 and 5 pad tokens
+    prompts = jnp.where(pmask, prompts, 0)
+    run = lambda cfg, scfg: sample(cfg, scfg, params, prompts, pmask, jax.random.key(0))
+    first = run(XLA_CFG, SamplingConfig(max_new_tokens=1, greedy=True))["tokens"][:, 0]
+    # Row 0's first token stops it, so later steps carry a finished row (an invalid new slot).
+    assert int(first[0]) not in first[1:].tolist()
+    scfg = SamplingConfig(max_new_tokens=n, greedy=True, stop_ids=(int(first[0]),))
+    want = run(XLA_CFG, scfg)
+    assert want["lengths"].tolist()[0] == 1 and min(want["lengths"].tolist()[1:]) > 1
+    assert not decode_kernel_runs
+    got = run(PALLAS_CFG, scfg)
+    # The kernel branch ran in each of the 2 layers: the prefill (T = P), then the n steps.
+    assert decode_kernel_runs == {p: 2, 1: 2 * n}
+    np.testing.assert_array_equal(np.asarray(got["tokens"]), np.asarray(want["tokens"]))
+    np.testing.assert_array_equal(np.asarray(got["mask"]), np.asarray(want["mask"]))
+    m = np.asarray(want["mask"])
+    assert rel_err(np.asarray(got["logprobs"])[m], np.asarray(want["logprobs"])[m]) <= BF16_TOL
 
 
 def test_moe_gradients_match_xla(interpret, kernel_calls):
@@ -191,3 +243,67 @@ def test_model_lowers_for_hopper_with_compiled_kernels(params, monkeypatch):
     # Without a Hopper GPU and outside the interpreter the same config runs plain XLA.
     monkeypatch.setattr(pallas_kernels._common, "on_hopper", lambda: False)
     assert mosaic_calls(lower_for_cuda(jax.grad(loss), params, tokens)) == 0
+
+
+FP8_XLA_CFG = XLA_CFG.replace(precision="fp8_v3")
+FP8_PALLAS_CFG = PALLAS_CFG.replace(precision="fp8_v3")
+
+
+def test_fp8_projections_all_request_the_kernel(params, monkeypatch):
+    """Every FP8 projection of the model (MLA q_a, q_b, kv_a, kv_b, o; the dense and the shared
+    expert SwiGLU) passes `cfg.kernels` on; the routed experts keep their own FP8 grouped GEMM."""
+    import r1jax.nn.linear
+
+    seen = []
+
+    def recording(x, w, recipe, *, kernels="xla", **kwargs):
+        seen.append(kernels)
+        return fp8_matmul(x, w, recipe, kernels=kernels, **kwargs)
+
+    fp8_matmul = r1jax.nn.linear.fp8_matmul
+    monkeypatch.setattr(r1jax.nn.linear, "fp8_matmul", recording)
+    tokens = jnp.zeros((2, 8), jnp.int32)
+    jax.eval_shape(lambda p: models.forward(FP8_PALLAS_CFG, p, tokens)[0], params)
+    per_layer = 5  # q_a, q_b, kv_a, kv_b, o
+    ffn = 3 * (XLA_CFG.first_k_dense + (XLA_CFG.num_layers - XLA_CFG.first_k_dense)
+               * (XLA_CFG.n_shared_experts > 0))
+    assert seen == ["pallas"] * (per_layer * XLA_CFG.num_layers + ffn)
+
+
+def test_fp8_forward_logits_match_xla(params, interpret, kernel_calls, monkeypatch):
+    """precision="fp8_v3": the projections' FP8 GEMMs on fp8_block_gemm (interpreter) give the
+    logits of the XLA emulation.
+
+    The bf16 attention kernels are switched off here: their bf16 rounding differences (~1e-3)
+    flip E4M3 roundings of the next layer's activations (3-bit mantissas), which compounds to a
+    few percent over layers and would hide what this test checks. The FP8 GEMMs alone differ from
+    the emulation only in FP32 summation order (tests/nn/test_fp8_kernel_path.py).
+    """
+    monkeypatch.setattr(kernels, "attention_kernel_fits", lambda *a: False)
+    monkeypatch.setattr(kernels, "decode_kernel_fits", lambda *a: False)
+    gemm_shapes = set()
+    kernel = pallas_kernels.fp8_block_gemm.fp8_block_gemm
+
+    def counted(a, a_scale, b, b_scale, **kwargs):
+        gemm_shapes.add((a.shape, b.shape))
+        return kernel(a, a_scale, b, b_scale, **kwargs)
+
+    monkeypatch.setattr(pallas_kernels.fp8_block_gemm, "fp8_block_gemm", counted)
+    jax.clear_caches()  # fp8_matmul's jitted core must be traced here, where the count is taken
+    b, t = 2, 16
+    tokens = jax.random.randint(jax.random.key(2), (b, t), 0, XLA_CFG.vocab_size)
+
+    def logits(cfg):
+        return jax.jit(lambda p, tok: models.forward(cfg, p, tok)[0])
+
+    want = logits(FP8_XLA_CFG)(params, tokens)
+    got = logits(FP8_PALLAS_CFG)(params, tokens)
+    assert not kernel_calls  # attention on XLA; the experts keep the FP8 grouped GEMM
+    # The distinct Fprop GEMMs, (M, K) x (N, K) with K and N padded to 128 (M = 32 tokens, D = 64):
+    # q_a (D->32), kv_a (D->C+R = 96), the SwiGLUs (D->128, 128->D, 32->D); q_b (32->H*(N+R) = 256),
+    # kv_b (C->H*(N+V) = 384) and o (H*V = 256->D): the MLA projections run on the kernel too.
+    m = b * t
+    assert gemm_shapes == {((m, 128), (128, 128)), ((m, 128), (256, 128)), ((m, 128), (384, 128)),
+                           ((m, 256), (128, 256))}
+    err = rel_err(got, want)
+    assert err <= BF16_TOL

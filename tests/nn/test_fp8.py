@@ -26,6 +26,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from r1jax.interop.hf import dequantize_block_fp8
 from r1jax.nn import fp8
 
 U32 = 2.0**-24
@@ -255,7 +256,7 @@ def test_hf_block_layout_convention():
     out_features, in_features = 200, 300
     weight_fp8 = jnp.ones((out_features, in_features), jnp.float8_e4m3fn)
     scale_inv = jnp.arange(1.0, 7.0, dtype=jnp.float32).reshape(2, 3)
-    dense = np.asarray(fp8.dequantize_hf_block_fp8(weight_fp8, scale_inv))
+    dense = dequantize_block_fp8(np.asarray(weight_fp8), np.asarray(scale_inv))  # the loader's
     assert dense.shape == (out_features, in_features) and dense.dtype == np.float32
     o, i = np.meshgrid(np.arange(out_features), np.arange(in_features), indexing="ij")
     np.testing.assert_array_equal(dense, np.asarray(scale_inv)[o // 128, i // 128])
@@ -275,7 +276,7 @@ def test_from_weight_scale_inv_is_our_quantizer_transposed():
     np.testing.assert_array_equal(np.asarray(theirs.values, np.float32), np.asarray(ours.values, np.float32))
     np.testing.assert_array_equal(np.asarray(theirs.scales), np.asarray(ours.scales))
     np.testing.assert_array_equal(
-        np.asarray(fp8.dequantize_hf_block_fp8(hf_weight, hf_scale_inv)), np.asarray(fp8.dequantize(ours)).T
+        dequantize_block_fp8(np.asarray(hf_weight), np.asarray(hf_scale_inv)), np.asarray(fp8.dequantize(ours)).T
     )
     # A checkpoint weight drives fp8_matmul directly: same output and dx as quantizing w online.
     x = jnp.asarray(random_activations((70, 300), seed=10))
