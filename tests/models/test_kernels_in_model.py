@@ -13,8 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
-from jax.experimental.pallas import mosaic_gpu as plgpu
 
 import pallas_kernels._common
 import pallas_kernels.fp8_block_gemm
@@ -24,7 +22,7 @@ from r1jax.nn import kernels
 from r1jax.nn.mla import prefix_cache_lengths, right_padded_causal_lengths
 from r1jax.nn.moe_dispatch import routed_experts
 from r1jax.rl.sampling import SamplingConfig, sample
-from tests.pallas_kernels.kernel_testing import lower_for_cuda, mosaic_calls
+from tests.pallas_kernels.kernel_testing import interpreted_model_kernels, lower_for_cuda, mosaic_calls
 
 BF16_TOL = 1e-2
 
@@ -42,12 +40,8 @@ def rel_err(x, ref) -> float:
 
 @pytest.fixture
 def interpret():
-    """Kernels traced inside run in the interpreter; unwritten SMEM/GMEM reads come out NaN."""
-    try:
-        with kernels.kernel_interpret(plgpu.InterpretGPUParams(uninitialized_memory="nan")) as p:
-            yield p
-    finally:
-        interpret_pallas_call.reset_gpu_interpret_mode_state()  # a kernel that raised leaves state
+    with interpreted_model_kernels() as params:
+        yield params
 
 
 @pytest.fixture(scope="module")

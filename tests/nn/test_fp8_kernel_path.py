@@ -19,8 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
-from jax.experimental.pallas import mosaic_gpu as plgpu
 
 import pallas_kernels._common
 import pallas_kernels.fp8_block_gemm
@@ -28,7 +26,8 @@ from r1jax import config
 from r1jax.nn import kernels
 from r1jax.nn.fp8 import fp8_matmul, from_weight_scale_inv, quantize_128x128
 from r1jax.nn.mlp import SwiGLU
-from tests.pallas_kernels.kernel_testing import lower_for_cuda, mosaic_calls, rel_err
+from tests.pallas_kernels.kernel_testing import (interpreted_model_kernels, lower_for_cuda,
+                                                  mosaic_calls, rel_err)
 
 F32_TOL = 1e-6
 BF16_ULP = 2.0**-7
@@ -37,12 +36,8 @@ MODEL_BF16_TOL = 1e-2
 
 @pytest.fixture
 def interpret():
-    """Kernels traced inside run in the interpreter; unwritten SMEM/GMEM reads come out NaN."""
-    try:
-        with kernels.kernel_interpret(plgpu.InterpretGPUParams(uninitialized_memory="nan")) as p:
-            yield p
-    finally:
-        interpret_pallas_call.reset_gpu_interpret_mode_state()  # a kernel that raised leaves state
+    with interpreted_model_kernels() as params:
+        yield params
 
 
 @pytest.fixture

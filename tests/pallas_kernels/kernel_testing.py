@@ -1,8 +1,13 @@
-"""Helpers shared by the kernel tests: error metric and CUDA lowering on a CPU host."""
+"""Helpers shared by the kernel tests: error metric, CUDA lowering on a CPU host, and the model's
+kernels run in the Mosaic GPU interpreter."""
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
+from jax.experimental.pallas import mosaic_gpu as plgpu
 
 BF16_TOL = 1e-2  # relative Frobenius error for bf16 inputs/outputs
 F32_TOL = 1e-5  # same, fp32 paths
@@ -25,3 +30,15 @@ def lower_for_cuda(fn, *args):
 def mosaic_calls(text: str) -> int:
   return text.count("stablehlo.custom_call @mosaic_gpu")
 
+
+
+@contextlib.contextmanager
+def interpreted_model_kernels():
+  """r1jax.nn.kernels traced inside run in the interpreter; unwritten SMEM/GMEM reads come out NaN."""
+  from r1jax.nn import kernels
+
+  try:
+    with kernels.kernel_interpret(plgpu.InterpretGPUParams(uninitialized_memory="nan")) as params:
+      yield params
+  finally:
+    interpret_pallas_call.reset_gpu_interpret_mode_state()  # a kernel that raised leaves state
