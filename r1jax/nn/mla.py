@@ -142,7 +142,7 @@ class MLA(nnx.Module):
             args = (q_lat, q_rope, keys_c, keys_r)
             fits_kernel = kernels.decode_kernel_fits(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
             if self._use_kernel(dt, fits_kernel):
-                starts, lengths, fits = prefix_cache_lengths(mask)
+                starts, lengths, fits = contiguous_cache_range(mask)
 
                 def kernel_latent_attention(q_lat, q_rope, keys_c, keys_r):
                     q = jnp.concatenate([q_lat, q_rope], axis=-1)  # (B, T, H, C+R)
@@ -176,7 +176,7 @@ def right_padded_causal_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     return lengths, jnp.all(mask == expected)
 
 
-def prefix_cache_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def contiguous_cache_range(mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per-row valid cache range [starts, lengths) (B,) and whether mask (B, T, S) ==
     (s >= starts[b]) & (s < lengths[b] - T + 1 + t).
 

@@ -16,10 +16,11 @@ import pytest
 
 import pallas_kernels._common
 import pallas_kernels.fp8_block_gemm
+import r1jax.nn.linear
 from r1jax import config, models
 from r1jax.models.deepseek_v3 import attention_mask_for
 from r1jax.nn import kernels
-from r1jax.nn.mla import prefix_cache_lengths, right_padded_causal_lengths
+from r1jax.nn.mla import contiguous_cache_range, right_padded_causal_lengths
 from r1jax.nn.moe_dispatch import routed_experts
 from r1jax.rl.sampling import SamplingConfig, sample
 from tests.pallas_kernels.kernel_testing import interpreted_model_kernels, lower_for_cuda, mosaic_calls
@@ -64,7 +65,7 @@ def kernel_calls(monkeypatch):
 @pytest.fixture
 def decode_kernel_runs(monkeypatch):
     """Counts, per query length T, the executions (not traces) of the decode-kernel branch of the
-    run-time mask check in mla.py: proof that `prefix_cache_lengths` found the mask fits."""
+    run-time mask check in mla.py: proof that `contiguous_cache_range` found the mask fits."""
     runs = collections.Counter()
     op = kernels.latent_attention
 
@@ -95,19 +96,19 @@ def test_mask_conditions_for_the_attention_kernels():
     assert not bool(right_padded_causal_lengths(packed)[1])
     # Cache of 8 slots, 5 filled, 2 new tokens at index 5: row 1's first slot is left padding.
     valid = jnp.array([[1] * 7 + [0], [0] + [1] * 6 + [0]], jnp.bool_)
-    starts, lengths, fits = prefix_cache_lengths(attention_mask_for(None, None, valid, 5, 2))
+    starts, lengths, fits = contiguous_cache_range(attention_mask_for(None, None, valid, 5, 2))
     assert bool(fits) and starts.tolist() == [0, 1] and lengths.tolist() == [7, 7]
     holed = valid.at[0, 2].set(False)  # a hole inside row 0's run: no (start, length) describes it
-    assert not bool(prefix_cache_lengths(attention_mask_for(None, None, holed, 5, 2))[2])
+    assert not bool(contiguous_cache_range(attention_mask_for(None, None, holed, 5, 2))[2])
     # The sampler (r1jax/rl/sampling.py) over 4 left-padded prompts of P = 4 in a 7-slot cache.
     prompts = jnp.array([[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], jnp.bool_)
     cache = jnp.zeros((4, 7), jnp.bool_).at[:, :4].set(prompts)
     # Prefill (T = P): pad queries see nothing (zeros on both paths); row 3 is all padding.
-    starts, lengths, fits = prefix_cache_lengths(attention_mask_for(prompts, None, cache, 0, 4))
+    starts, lengths, fits = contiguous_cache_range(attention_mask_for(prompts, None, cache, 0, 4))
     assert bool(fits) and starts.tolist() == [0, 2, 3, 0] and lengths.tolist() == [4, 4, 4, 0]
     # Step 2 (T = 1, index 6): row 0 stopped at step 1, so slot 6 is invalid and its run ends at 6.
     cache = cache.at[:, 4:].set(jnp.array([[1, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1]], jnp.bool_))
-    starts, lengths, fits = prefix_cache_lengths(attention_mask_for(None, None, cache, 6, 1))
+    starts, lengths, fits = contiguous_cache_range(attention_mask_for(None, None, cache, 6, 1))
     assert bool(fits) and starts.tolist() == [0, 2, 3, 4] and lengths.tolist() == [6, 7, 7, 7]
 
 
@@ -139,7 +140,7 @@ def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
     # Unpadded rows: the written cache slots are a valid prefix, so the kernel branch runs.
     for index, t in [(0, prefill), (prefill, 1)]:  # the prefill call, then the first step
         written = jnp.broadcast_to(jnp.arange(max_len) < index + t, (b, max_len))  # (B, S)
-        assert bool(prefix_cache_lengths(attention_mask_for(None, None, written, index, t))[2])
+        assert bool(contiguous_cache_range(attention_mask_for(None, None, written, index, t))[2])
 
     def generate(cfg):
         step = jax.jit(lambda p, tok, c: models.forward(cfg, p, tok, cache=c))
@@ -246,8 +247,6 @@ FP8_PALLAS_CFG = PALLAS_CFG.replace(precision="fp8_v3")
 def test_fp8_projections_all_request_the_kernel(params, monkeypatch):
     """Every FP8 projection of the model (MLA q_a, q_b, kv_a, kv_b, o; the dense and the shared
     expert SwiGLU) passes `cfg.kernels` on; the routed experts keep their own FP8 grouped GEMM."""
-    import r1jax.nn.linear
-
     seen = []
 
     def recording(x, w, recipe, *, kernels="xla", **kwargs):
