@@ -17,7 +17,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from r1jax.nn.fp8_quant import QuantizedArray
 from r1jax.nn.partitioning import LOGICAL_AXIS_RULES, MESH_AXES, constrain, logical_to_spec
 
-__all__ = ["MeshConfig", "make_mesh", "param_shardings", "batch_sharding", "replicated",
+__all__ = ["MeshConfig", "make_mesh", "param_shardings", "batch_sharding", "batch_shards",
+           "global_array", "replicated",
            "LOGICAL_AXIS_RULES", "MESH_AXES", "constrain", "logical_to_spec", "shardings_like"]
 
 
@@ -82,3 +83,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def batch_shards(mesh: Mesh) -> int:
+    """How many ways the batch axes split a batch's rows."""
+    return math.prod(dict(mesh.shape)[axis] for axis in LOGICAL_AXIS_RULES["batch"])
+
+
+def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array holding host value `x`, which every process has whole (each process places
+    its addressable shards)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])

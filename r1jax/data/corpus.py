@@ -24,7 +24,7 @@ def corpus_example(
 ) -> dict:
     """Document `index` of corpus `seed` as a task example (its `noisy` field says if corrupted)."""
     if not task_names:
-        raise ValueError("task_names is empty; name at least one of " + str(sorted(tasks.GENERATORS)))
+        raise ValueError("task_names is empty; name at least one of " + str(sorted(tasks.TASKS)))
     if not 0.0 <= noise_rate <= 1.0:
         raise ValueError(f"noise_rate={noise_rate} must be in [0, 1]")
     rng = random.Random(f"r1jax-corpus:{seed}:{index}")

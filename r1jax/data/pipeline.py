@@ -16,9 +16,8 @@ RL prompt batches:
     prompt_tokens   (B, P) int32  bos + templated prompt, padded with 0 on `pad_side`
     prompt_mask     (B, P) bool   True on real prompt tokens
     prompt_lengths  (B,)   int32
-    + every example field as a (B,) numpy object array: `prompt` (the raw question), `answer`,
-      `task`, `numbers`, `target`, ... (None where an example lacks the field); these are the
-      `**fields` the rewards take.
+    examples        (B,)   object  each row's example dict, untouched (`prompt`, `answer`, `task`,
+                                   `numbers`, ...): what the task's verifier reads
 B is the per-process batch: batch_size // num_shards.
 """
 
@@ -119,7 +118,7 @@ def sft_batches(
 
 def rl_prompt_features(tokenizer: Tokenizer, example: dict, max_prompt_len: int, pad_side: str = "left",
                        system: str = chat.SHORT_SYSTEM) -> dict:
-    """Token arrays of one RL prompt plus the example's fields, untouched, for the rewards."""
+    """Token arrays of one RL prompt plus the example itself, untouched, for its verifier."""
     ids = [tokenizer.bos_id, *tokenizer.encode(chat.format_prompt(example, system))]
     if len(ids) > max_prompt_len:
         # Cutting a prompt would change the problem the reward checks, so refuse instead.
@@ -130,18 +129,17 @@ def rl_prompt_features(tokenizer: Tokenizer, example: dict, max_prompt_len: int,
     span = slice(max_prompt_len - len(ids), None) if pad_side == "left" else slice(0, len(ids))
     tokens[span], mask[span] = ids, True
     return {"prompt_tokens": tokens, "prompt_mask": mask, "prompt_lengths": np.int32(len(ids)),
-            "fields": example}
+            "example": example}
 
 
-def _rl_batch(rows: Sequence[dict]) -> dict:
+def rl_batch(rows: Sequence[dict]) -> dict:
+    """Stack `rl_prompt_features` rows into a prompt batch (token arrays + the examples)."""
     batch = {key: np.stack([row[key] for row in rows])
              for key in ("prompt_tokens", "prompt_mask", "prompt_lengths")}
-    names = sorted({name for row in rows for name in row["fields"]})
-    for name in names:
-        column = np.empty(len(rows), dtype=object)  # filled one by one: list values stay lists
-        for i, row in enumerate(rows):
-            column[i] = row["fields"].get(name)
-        batch[name] = column
+    examples = np.empty(len(rows), dtype=object)  # filled one by one: dicts stay dicts
+    for i, row in enumerate(rows):
+        examples[i] = row["example"]
+    batch["examples"] = examples
     return batch
 
 
@@ -156,7 +154,7 @@ def rl_prompt_batches(
     rows = _per_shard_batch_size(batch_size, num_shards, shard_index)
     ds = _ordered(examples, seed=seed, num_epochs=num_epochs, num_shards=num_shards, shard_index=shard_index)
     ds = ds.map(lambda ex: rl_prompt_features(tokenizer, ex, max_prompt_len, pad_side, system))
-    return ds.to_iter_dataset().batch(rows, drop_remainder=True, batch_fn=_rl_batch)
+    return ds.to_iter_dataset().batch(rows, drop_remainder=True, batch_fn=rl_batch)
 
 
 def first_batches(dataset: grain.IterDataset, n: int) -> list[dict]:

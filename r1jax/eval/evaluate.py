@@ -1,67 +1,61 @@
 """Held-out evaluation as R1 reports it: k samples per problem at temperature 0.6 / top-p 0.95,
-pass@1 = mean correctness over the k samples, cons@k = majority vote over the extracted answers."""
+pass@1 = mean correctness over the k samples, cons@k = correctness of the majority answer.
+
+Correctness is the task's own verifier (r1jax/rollout/scoring.py), so a Countdown answer counts
+only when it is a valid expression over the given numbers that reaches the target.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-import grain
 import jax
 import numpy as np
 
-from r1jax.data import pipeline
-from r1jax.eval.pass_at_k import cons_at_k, pass_at_1
-from r1jax.rl import rewards
-from r1jax.rl.sampling import SamplingConfig, sample
+from r1jax import data as rdata
+from r1jax.eval.pass_at_k import cons_at_k_verified, pass_at_1
+from r1jax.rollout import SamplingConfig, generate, prompt_batches, score
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """A held-out set and how it is sampled. Problems: the first `num_problems` distinct held-out
+    problems of `task` (r1jax/data/sources.py), disjoint from every training split."""
+
+    task: str = "arithmetic"
+    task_kwargs: tuple = ()  # (knob, value) pairs, e.g. (("max_digits", 2),)
     num_problems: int = 64
-    k: int = 4
-    temperature: float = 0.6
+    k: int = 4  # samples per problem
+    temperature: float = 0.6  # R1's evaluation sampling [REFERENCE §4.4]
     top_p: float = 0.95
+    max_prompt_len: int = 48
     max_new_tokens: int = 64
     prompts_per_batch: int = 16
-    seed: int = 1234
+    seed: int = 1234  # the sampling stream (batch i samples with fold_in(key(seed), i))
+    kl_seq_len: int = 128  # rows of written-out solutions on which a student's KL to its teacher
+    #                        is measured (r1jax/distill/teacher_kl.py)
 
 
-def decode_completions(tok, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """Generated ids -> text, without the trailing EOS. Ids past the tokenizer's vocabulary (the
-    model's embedding table may be larger) decode as unknown."""
-    out = []
-    for row, n in zip(tokens, lengths):
-        ids = [int(t) if int(t) < tok.vocab_size else tok.unk_id for t in row[:n] if int(t) != tok.eos_id]
-        out.append(tok.decode(ids))
-    return out
+def heldout_set(cfg: EvalConfig) -> list[dict]:
+    return rdata.heldout_problems(cfg.task, num_problems=cfg.num_problems, **dict(cfg.task_kwargs))
 
 
-def evaluate(model_cfg, params, tok, problems: list[dict], cfg: EvalConfig,
-             reward_fn=rewards.accuracy_reward, max_prompt_len: int = 64) -> dict:
+def evaluate(model_cfg, params, tok, problems: list[dict], cfg: EvalConfig, *, mesh=None) -> dict:
     """pass@1 (over k samples) and cons@k in percent, plus the mean response length in tokens."""
-    scfg = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                          top_p=cfg.top_p, num_samples=cfg.k, stop_ids=(tok.eos_id,))
-    rows = len(problems) - len(problems) % cfg.prompts_per_batch
-    if rows == 0:
-        raise ValueError(f"{len(problems)} problems < prompts_per_batch={cfg.prompts_per_batch}")
-    ds = grain.MapDataset.source(problems[:rows]).map(
-        lambda ex: pipeline.rl_prompt_features(tok, ex, max_prompt_len))
-    batches = ds.to_iter_dataset().batch(cfg.prompts_per_batch, batch_fn=pipeline._rl_batch)
-    correct, answers, golds, lengths = [], [], [], []
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=cfg.top_p, num_samples=cfg.k)
+    correct, keys, lengths = [], [], []
     key = jax.random.key(cfg.seed)
-    for i, batch in enumerate(batches):
-        out = jax.device_get(sample(model_cfg, scfg, params, batch["prompt_tokens"],
-                                    batch["prompt_mask"], jax.random.fold_in(key, i)))
-        texts = decode_completions(tok, out["tokens"], out["lengths"])
-        fields = {name: np.repeat(batch[name], cfg.k) for name in ("answer",)}
-        scores = reward_fn([None] * len(texts), texts, **fields)
-        for j in range(len(batch["answer"])):
-            sl = slice(j * cfg.k, (j + 1) * cfg.k)
-            correct.append([bool(s > 0.5) for s in scores[sl]])
-            answers.append([rewards.extract_answer(t) for t in texts[sl]])
-            golds.append(batch["answer"][j])
-        lengths.extend(out["lengths"].tolist())
-    normalize = lambda a: rewards.canonical_answer(str(a))  # noqa: E731
-    return {"pass@1": 100 * pass_at_1(correct),
-            f"cons@{cfg.k}": 100 * cons_at_k(answers, golds, normalize=normalize),
-            "response_length": float(np.mean(lengths)), "problems": rows}
+    batches = prompt_batches(tok, problems, batch_size=cfg.prompts_per_batch,
+                             max_prompt_len=cfg.max_prompt_len)
+    for i, (batch, real) in enumerate(batches):
+        rollout = generate(model_cfg, params, tok, batch, sampling, jax.random.fold_in(key, i),
+                           mesh=mesh).first_prompts(real)
+        scores = score(rollout.texts, rollout.examples)
+        for p in range(real):
+            rows = slice(p * cfg.k, (p + 1) * cfg.k)
+            correct.append(scores.correct[rows].tolist())
+            keys.append(scores.keys[rows])
+        lengths.extend(rollout.lengths.tolist())
+    return {"pass@1": 100 * pass_at_1(correct), f"cons@{cfg.k}": 100 * cons_at_k_verified(keys, correct),
+            "response_length": float(np.mean(lengths)), "problems": len(problems)}

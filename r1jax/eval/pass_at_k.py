@@ -103,3 +103,28 @@ def cons_at_k(
         vote = majority_vote(samples if k is None else samples[:k], normalize)
         hits.append(vote is not None and vote == normalize(reference))
     return float(np.mean(hits))
+
+
+def cons_at_k_verified(keys: Sequence[Sequence[Hashable | None]],
+                       correct: Sequence[Sequence[bool]], *, k: int | None = None) -> float:
+    """cons@k judged by a verifier: the samples vote with their canonical answers (`keys`, None
+    does not vote) and a problem counts when the winning answer was judged correct.
+
+    For tasks with many right answers (a Countdown expression) there is no single reference to
+    compare the vote with, so the vote is judged by the verdict of a sample that gave it: every
+    sample with the same canonical answer gets the same verdict.
+    """
+    if len(keys) != len(correct):
+        raise ValueError(f"len(keys)={len(keys)} != len(correct)={len(correct)}")
+    if len(keys) == 0:
+        raise ValueError("keys is empty: need at least one problem")
+    hits = []
+    for p, (votes, verdicts) in enumerate(zip(keys, correct)):
+        if len(votes) != len(verdicts):
+            raise ValueError(f"problem {p} has {len(votes)} answers and {len(verdicts)} verdicts")
+        if k is not None and len(votes) < k:
+            raise ValueError(f"problem {p} has {len(votes)} samples, fewer than k={k}")
+        votes, verdicts = (votes, verdicts) if k is None else (votes[:k], verdicts[:k])
+        winner = majority_vote(votes)
+        hits.append(winner is not None and bool(verdicts[list(votes).index(winner)]))
+    return float(np.mean(hits))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from r1jax.data import chat, pipeline, sources
-from r1jax.rl import rewards
+from r1jax.data.tasks import countdown
+from r1jax.rollout.scoring import has_r1_format
 
 L, B = 128, 4
 
@@ -59,7 +60,7 @@ def test_sft_loss_mask_covers_exactly_the_completion(tokenizer):
         completion_text = tokenizer.decode(batch["targets"][row][mask])
         assert completion_text.startswith(" <think>") and completion_text.endswith("</answer>")
         assert batch["targets"][row][mask][-1] == tokenizer.eos_id
-        assert rewards.format_reward(None, [completion_text])[0] == 1.0
+        assert has_r1_format(completion_text)
         prompt_text = tokenizer.decode(batch["inputs"][row][: np.argmax(mask) + 1])
         assert prompt_text.endswith("Assistant:") and "<think>" not in prompt_text.split("Assistant:")[-1]
 
@@ -80,15 +81,15 @@ def test_rl_prompt_batches_keep_reward_fields(tokenizer, pad_side):
     assert (batch["prompt_lengths"] == batch["prompt_mask"].sum(axis=1)).all()
     edge = -1 if pad_side == "left" else 0
     assert batch["prompt_mask"][:, edge].all()  # left padding: every prompt ends in the last column
-    for name in ("prompt", "answer", "numbers", "target"):
-        assert batch[name].shape == (B,) and batch[name].dtype == object
-    assert isinstance(batch["numbers"][0], list)
+    examples = batch["examples"]
+    assert examples.shape == (B,) and examples.dtype == object
+    assert all({"prompt", "answer", "numbers", "target"} <= set(ex) for ex in examples)
+    assert isinstance(examples[0]["numbers"], list)
     for row in range(B):
         text = tokenizer.decode(batch["prompt_tokens"][row][batch["prompt_mask"][row]])
-        assert text == chat.format_prompt({"prompt": batch["prompt"][row]})
-    perfect = [chat.format_completion("", a) for a in batch["answer"]]
-    fields = {k: v for k, v in batch.items() if not k.startswith("prompt_")}
-    assert (rewards.countdown_reward(batch["prompt"], perfect, **fields) == 1.0).all()
+        assert text == chat.format_prompt({"prompt": examples[row]["prompt"]})
+    perfect = [chat.format_completion("", ex["answer"]) for ex in examples]
+    assert all(countdown.verify(c, ex) for c, ex in zip(perfect, examples))
 
 
 def test_rl_prompt_longer_than_limit_is_refused(tokenizer):
@@ -130,7 +131,7 @@ def test_shards_split_the_global_batch_disjointly(tokenizer):
         examples, tokenizer, max_prompt_len=48, batch_size=8, num_shards=2, shard_index=i, num_epochs=1), 8)
         for i in range(2)]
     assert all(batch["prompt_tokens"].shape == (4, 48) for shard in shards for batch in shard)
-    answers = [[a for batch in shard for a in batch["answer"]] for shard in shards]
+    answers = [[ex["answer"] for batch in shard for ex in batch["examples"]] for shard in shards]
     assert not set(answers[0]) & set(answers[1])
     assert sorted(answers[0] + answers[1], key=int) == [str(i) for i in range(64)]
     with pytest.raises(ValueError, match="batch_size=6 must be divisible by num_shards=4"):
@@ -144,5 +145,6 @@ def test_epochs_end_and_are_reshuffled(tokenizer):
     ds = pipeline.rl_prompt_batches(examples, tokenizer, max_prompt_len=48, batch_size=8, num_epochs=2)
     batches = list(ds)
     assert len(batches) == 2
-    assert sorted(batches[0]["prompt"]) == sorted(batches[1]["prompt"])
-    assert list(batches[0]["prompt"]) != list(batches[1]["prompt"])
+    prompts = [[ex["prompt"] for ex in batch["examples"]] for batch in batches]
+    assert sorted(prompts[0]) == sorted(prompts[1])
+    assert prompts[0] != prompts[1]

@@ -30,7 +30,7 @@ def test_jsonl_with_completion_or_answer_feeds_sft_and_rl(tmp_path, tokenizer):
                            " <think> </think> <answer> 6 </answer>"}
     rl_batches = pipeline.rl_prompt_batches(examples, tokenizer, max_prompt_len=40, batch_size=2)
     rl = pipeline.first_batches(rl_batches, 1)[0]
-    assert sorted(str(a) for a in rl["answer"]) == ["6", "None"]
+    assert sorted(str(ex.get("answer")) for ex in rl["examples"]) == ["6", "None"]
 
 
 @pytest.mark.parametrize("bad_line,message", [

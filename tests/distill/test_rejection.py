@@ -1,7 +1,7 @@
 """Rejection sampling: a sampler whose completions the test scripts shows that exactly the correct,
 well-formed, readable and distinct samples are kept, with their provenance, and that the JSONL it
 writes trains through `file_dataset` + `sft_batches`. One run with the real sampler checks the
-wiring to `r1jax.rl.sampling.sample`."""
+wiring to `r1jax.rollout`."""
 
 import json
 
@@ -13,8 +13,8 @@ from r1jax import config, models
 from r1jax.data import chat, file_dataset, sft_batches
 from r1jax.data import tokenizer as tokenizer_lib
 from r1jax.distill import rejection
-from r1jax.rl import rewards
-from r1jax.rl.sampling import SamplingConfig
+from r1jax.rollout import SamplingConfig
+from tests.rollout import scripted
 
 GOOD_5 = " <think> 2 + 3 = 5 </think> <answer> 5 </answer>"
 GOOD_8 = " <think> 4 * 2 = 8 </think> <answer> 8 </answer>"
@@ -51,32 +51,12 @@ def tok(tmp_path_factory):
 @pytest.fixture()
 def scripted_sampler(tok, monkeypatch):
     """Replaces `sample`: each prompt row (found by decoding it) gets SCRIPT's completions."""
-    calls = []
-
-    def fake_sample(cfg, scfg, params, prompt_tokens, prompt_mask, rng):
-        calls.append({"rows": prompt_tokens.shape[0], "rng": rng, "scfg": scfg})
-        assert scfg.num_samples == K and scfg.stop_ids == (tok.eos_id,)
-        n = scfg.max_new_tokens
-        tokens = np.zeros((prompt_tokens.shape[0] * K, n), np.int32)
-        lengths = np.zeros(len(tokens), np.int32)
-        for b, (row, mask) in enumerate(zip(prompt_tokens, prompt_mask)):
-            text = tok.decode(row[mask])
-            prompt = text[text.index("User: ") + len("User: "):text.index("\nAssistant:")]
-            for j, completion in enumerate(SCRIPT[prompt]):
-                ids = [*tok.encode(completion), tok.eos_id][:n]
-                tokens[b * K + j, :len(ids)] = ids
-                lengths[b * K + j] = len(ids)
-        mask = np.arange(n) < lengths[:, None]
-        return {"tokens": tokens, "logprobs": np.zeros(tokens.shape, np.float32), "mask": mask,
-                "lengths": lengths}
-
-    monkeypatch.setattr(rejection, "sample", fake_sample)
-    return calls
+    return scripted.install(monkeypatch, tok, SCRIPT)
 
 
 def run_scripted(tok):
     return rejection.rejection_sample(
-        None, None, tok, PROBLEMS, k=K, reward_fn=rewards.accuracy_reward, threshold=1.0,
+        None, None, tok, PROBLEMS, k=K,
         sampling=SamplingConfig(max_new_tokens=48, temperature=0.6, top_p=0.95),
         prompts_per_batch=2, seed=7, teacher_name="tiny-r1")
 
@@ -88,28 +68,28 @@ def test_filters_dedup_and_provenance(tok, scripted_sampler):
     assert not np.array_equal(jax.random.key_data(scripted_sampler[0]["rng"]),
                               jax.random.key_data(scripted_sampler[1]["rng"]))
     assert scripted_sampler[0]["scfg"].temperature == 0.6
+    assert scripted_sampler[0]["scfg"].num_samples == K
 
     assert [(r["prompt"], r["sample_index"]) for r in records] == [
         ("What is 2 + 3?", 0), ("What is 4 * 2?", 0), ("What is 4 * 2?", 1)]
     assert [r["completion"] for r in records] == [GOOD_5, GOOD_8, GOOD_8_OTHER]
     for r in records:
-        assert tuple(r) == rejection.RECORD_FIELDS
-        assert r["teacher"] == "tiny-r1" and r["seed"] == 7 and r["reward"] == 1.0
+        assert tuple(r) == (*rejection.RECORD_FIELDS, "answer", "task")  # + the problem's fields
+        assert r["teacher"] == "tiny-r1" and r["seed"] == 7 and r["task"] == "arithmetic"
     assert GOOD_5 == chat.format_completion("2 + 3 = 5", "5")  # kept text is the SFT format
     assert [r["answer"] for r in records] == ["5", "8", "8"]
 
     per_prompt = [{k: v for k, v in p.items() if k != "prompt"} for p in stats["per_prompt"]]
     assert per_prompt == [
-        dict(sampled=5, passed_reward=4, passed_format=4, readable=4, duplicates=1, kept=1),
-        dict(sampled=5, passed_reward=3, passed_format=4, readable=5, duplicates=1, kept=2),
-        dict(sampled=5, passed_reward=0, passed_format=5, readable=5, duplicates=0, kept=0)]
+        dict(sampled=5, correct=4, formatted=4, readable=4, duplicates=1, kept=1),
+        dict(sampled=5, correct=3, formatted=4, readable=5, duplicates=1, kept=2),
+        dict(sampled=5, correct=0, formatted=5, readable=5, duplicates=0, kept=0)]
     assert (stats["sampled"], stats["kept"], stats["acceptance"]) == (15, 3, 3 / 15)
 
 
 def test_without_the_format_filter_unformatted_samples_are_kept_verbatim(tok, scripted_sampler):
     records, stats = rejection.rejection_sample(
-        None, None, tok, PROBLEMS, k=K, reward_fn=rewards.accuracy_reward, threshold=1.0,
-        prompts_per_batch=2, seed=7, require_format=False)
+        None, None, tok, PROBLEMS, k=K, prompts_per_batch=2, seed=7, require_format=False)
     assert [(r["prompt"], r["sample_index"]) for r in records] == [
         ("What is 2 + 3?", 0), ("What is 2 + 3?", 3), ("What is 4 * 2?", 0), ("What is 4 * 2?", 1)]
     # The well-formed ones are still rewritten canonically; the other is kept as sampled.
@@ -142,21 +122,17 @@ def test_write_refuses_what_file_dataset_cannot_read(tmp_path):
 
 
 def test_real_sampler_wiring(tok):
-    """A random tiny teacher: every sample is drawn, decoded and scored; none has the format."""
+    """A random tiny teacher: every sample is drawn, decoded and judged; none is correct."""
     cfg = config.tiny(num_layers=1, hidden_size=32, num_mtp_modules=0)
     params = models.init(cfg, jax.random.key(0))
-    seen = []
-
-    def reward_fn(prompts, completions, **fields):
-        seen.append((list(prompts), list(completions), list(fields["answer"])))
-        return np.ones(len(completions), np.float32)
-
     records, stats = rejection.rejection_sample(
-        cfg, params, tok, PROBLEMS[:2], k=2, reward_fn=reward_fn, threshold=0.5,
-        sampling=SamplingConfig(max_new_tokens=4), prompts_per_batch=2, seed=0)
-    prompts, completions, answers = seen[0]
-    assert prompts == ["What is 2 + 3?"] * 2 + ["What is 4 * 2?"] * 2
-    assert answers == ["5", "5", 8, 8]
-    assert len(completions) == 4 and all(isinstance(c, str) for c in completions)
+        cfg, params, tok, PROBLEMS[:2], k=2, sampling=SamplingConfig(max_new_tokens=4),
+        prompts_per_batch=2, seed=0)
     assert records == [] and stats["sampled"] == 4
-    assert [p["passed_reward"] for p in stats["per_prompt"]] == [2, 2]
+    assert [p["correct"] for p in stats["per_prompt"]] == [0, 0]
+    kept, stats = rejection.rejection_sample(
+        cfg, params, tok, PROBLEMS[:2], k=2, sampling=SamplingConfig(max_new_tokens=4),
+        prompts_per_batch=2, seed=0, require_correct=False, require_format=False,
+        min_language_consistency=0.0)
+    assert stats["sampled"] == 4 and 1 <= len(kept) <= 4  # everything but exact repeats
+    assert all(isinstance(r["completion"], str) and r["sample_index"] in (0, 1) for r in kept)

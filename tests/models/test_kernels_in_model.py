@@ -22,7 +22,7 @@ from r1jax.models.deepseek_v3 import attention_mask_for
 from r1jax.nn import kernels
 from r1jax.nn.mla import contiguous_cache_range, right_padded_causal_lengths
 from r1jax.nn.moe_dispatch import routed_experts
-from r1jax.rl.sampling import SamplingConfig, sample
+from r1jax.rollout.sampling import SamplingConfig, sample
 from tests.pallas_kernels.kernel_testing import interpreted_model_kernels, lower_for_cuda, mosaic_calls
 
 BF16_TOL = 1e-2
@@ -100,7 +100,7 @@ def test_mask_conditions_for_the_attention_kernels():
     assert bool(fits) and starts.tolist() == [0, 1] and lengths.tolist() == [7, 7]
     holed = valid.at[0, 2].set(False)  # a hole inside row 0's run: no (start, length) describes it
     assert not bool(contiguous_cache_range(attention_mask_for(None, None, holed, 5, 2))[2])
-    # The sampler (r1jax/rl/sampling.py) over 4 left-padded prompts of P = 4 in a 7-slot cache.
+    # The sampler (r1jax/rollout/sampling.py) over 4 left-padded prompts of P = 4 in a 7-slot cache.
     prompts = jnp.array([[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], jnp.bool_)
     cache = jnp.zeros((4, 7), jnp.bool_).at[:, :4].set(prompts)
     # Prefill (T = P): pad queries see nothing (zeros on both paths); row 3 is all padding.

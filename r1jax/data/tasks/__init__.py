@@ -1,28 +1,63 @@
-"""Synthetic verifiable tasks, generated deterministically from (seed, index).
+"""Verifiable tasks: generated deterministically from (seed, index), each with its own verifier.
 
 Each example is a dict with `task`, `prompt`, `reasoning`, `answer` (strings) and `noisy` (the
 trace was corrupted on purpose), plus task fields: `op`, `a`, `b` for arithmetic; `numbers`,
 `target` for countdown. The same dict serves pretraining (the full worked text), SFT (prompt ->
-completion) and RL (prompt + the fields the reward needs).
+completion) and RL (prompt + the fields the verifier needs).
+
+A task owns how its completions are judged: `verify(completion, example) -> bool` (correct or
+not: pass@1, cons@k, the rejection filter) and `reward(completion, example) -> float` (its
+accuracy reward in GRPO). `task_of(example)` finds the task of any example, a record of a user's
+file included: one with no `task` field is judged by its `answer` (`FILE_ANSWERS`).
 """
 
+import dataclasses
 from typing import Callable
 
-from r1jax.data.tasks import arithmetic, countdown
+from r1jax.data.tasks import answers, arithmetic, countdown
 from r1jax.data.tasks.splits import HELDOUT, SPLITS, TRAIN, problem_split
 
-GENERATORS: dict[str, Callable[..., dict]] = {
-    arithmetic.TASK: arithmetic.generate,
-    countdown.TASK: countdown.generate,
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    verify: Callable[[str, dict], bool]
+    reward: Callable[[str, dict], float]
+    generate: Callable[..., dict] | None = None  # (seed, index, **knobs) -> example; None for files
+
+
+TASKS: dict[str, Task] = {
+    arithmetic.TASK: Task(arithmetic.TASK, arithmetic.verify, arithmetic.reward, arithmetic.generate),
+    countdown.TASK: Task(countdown.TASK, countdown.verify, countdown.reward, countdown.generate),
 }
+
+
+def _answer_reward(completion, example: dict) -> float:
+    return float(answers.verify_gold_answer(completion, example))
+
+
+# Records of a user's data set (prompt + answer) that name no task: the final answer must equal
+# the record's `answer` in value.
+FILE_ANSWERS = Task("answer", answers.verify_gold_answer, _answer_reward)
+
+
+def task_of(example: dict) -> Task:
+    """The task that judges `example`: its `task` field, or FILE_ANSWERS when it has none."""
+    name = example.get("task")
+    if name is None:
+        return FILE_ANSWERS
+    if name not in TASKS:
+        raise ValueError(f"example task={name!r} has no verifier; known tasks: {sorted(TASKS)} "
+                         "(drop the field to judge the record by its 'answer')")
+    return TASKS[name]
 
 
 def generate(task: str, seed: int, index: int, **kwargs) -> dict:
     """Example `index` of `task`'s stream `seed`; kwargs are the task's difficulty knobs."""
-    if task not in GENERATORS:
-        raise ValueError(f"task={task!r} is unknown; choose one of {sorted(GENERATORS)}")
-    return GENERATORS[task](seed, index, **kwargs)
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is unknown; choose one of {sorted(TASKS)}")
+    return TASKS[task].generate(seed, index, **kwargs)
 
 
-__all__ = ["GENERATORS", "HELDOUT", "SPLITS", "TRAIN", "arithmetic", "countdown", "generate",
-           "problem_split"]
+__all__ = ["FILE_ANSWERS", "HELDOUT", "SPLITS", "TASKS", "TRAIN", "Task", "answers", "arithmetic",
+           "countdown", "generate", "problem_split", "task_of"]

@@ -19,6 +19,7 @@ noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFE
 import random
 
 from r1jax.data.tasks import splits
+from r1jax.data.tasks.answers import verify_gold_answer
 
 TASK = "arithmetic"
 
@@ -117,3 +118,18 @@ def generate(
         "b": b,
         "noisy": answer != solve(op, a, b),
     }
+
+
+def verify(completion, example: dict) -> bool:
+    """The final answer equals the true sum (or product) in value, computed from `op`, `a`, `b`
+    (a noisy example's `answer` is its trace's wrong one); an example without them (a record
+    written without its operands) is judged by its `answer`."""
+    if all(example.get(k) is not None for k in ("op", "a", "b")):
+        truth = {"answer": str(solve(example["op"], int(example["a"]), int(example["b"])))}
+        return verify_gold_answer(completion, truth)
+    return verify_gold_answer(completion, example)
+
+
+def reward(completion, example: dict) -> float:
+    """1 for a correct final answer, else 0 (R1's accuracy reward)."""
+    return float(verify(completion, example))

@@ -11,11 +11,17 @@ The answer is an expression the TinyZero reward (REFERENCE §5.1) accepts: integ
 
 `noisy=True` makes the trace declare a missed attempt a hit ("... yes") and answer it, so the
 answer uses every number once but misses the target (TinyZero scores this 0.1, not 1).
+
+The gold `answer` is one expression among many that reach the target, so a completion is never
+judged against it: `verify` accepts any expression over exactly the given numbers that equals the
+target, and nothing else (a bare "41" for "use 3 12 5 to make 41" is wrong).
 """
 
 import random
+from fractions import Fraction
 
 from r1jax.data.tasks import splits
+from r1jax.data.tasks.answers import UnsafeExpression, evaluate_expression, extract_tagged_answer
 
 TASK = "countdown"
 
@@ -96,3 +102,48 @@ def generate(
         "target": target,
         "noisy": answer != problem["expression"],
     }
+
+
+# ----------------------------------------------------------------------------- checking
+
+MAX_ANSWER_CHARS = 256  # longer answers are never parsed (no Countdown solution comes close)
+FORMAT_SCORE = 0.1  # TinyZero: an answer that is not a solution still earns this much
+
+
+def check_expression(answer: str | None, numbers, target) -> bool | None:
+    """True when `answer` is an expression over exactly `numbers` (each once; integers, + - * /,
+    parentheses) that equals `target` exactly; False when it is such an expression that misses,
+    or is not one; None when there is no answer at all."""
+    if answer is None:
+        return None
+    try:
+        value, literals = evaluate_expression(answer, allow_unary=False, allow_power=False,
+                                              integers_only=True, max_chars=MAX_ANSWER_CHARS)
+    except (UnsafeExpression, ZeroDivisionError, ValueError, OverflowError):
+        return False
+    uses_each_once = sorted(literals) == sorted(Fraction(int(n)) for n in numbers)
+    return uses_each_once and value == Fraction(int(target))
+
+
+def _numbers_and_target(example: dict):
+    missing = [name for name in ("numbers", "target") if example.get(name) is None]
+    if missing:
+        raise KeyError(f"a countdown example needs the fields {missing} to be checked "
+                       f"(fields: {sorted(example)})")
+    return example["numbers"], example["target"]
+
+
+def verify(completion, example: dict) -> bool:
+    """The completion's last `<answer>` solves the puzzle (`check_expression`)."""
+    return check_expression(extract_tagged_answer(completion), *_numbers_and_target(example)) is True
+
+
+def reward(completion, example: dict) -> float:
+    """TinyZero's Countdown score (REFERENCE §5.1): 1 for a solution, FORMAT_SCORE for any other
+    answer (invalid, a number reused or left out, a division by zero, a miss), 0 without one.
+
+    TinyZero keeps only the text after "Assistant:" because its prompt holds an example answer;
+    here the completion holds only model text, so its last `<answer>` is used.
+    """
+    solved = check_expression(extract_tagged_answer(completion), *_numbers_and_target(example))
+    return 0.0 if solved is None else 1.0 if solved else FORMAT_SCORE

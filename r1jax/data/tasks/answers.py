@@ -1,28 +1,21 @@
-"""Rule-based rewards for R1-style RL (REFERENCE §3.3, §5.1). Pure Python + numpy, no model.
+"""Reading a model's final answer and checking it exactly: pure Python, no model (REFERENCE §5.1).
 
-Every reward has the signature `fn(prompts, completions, **fields) -> np.ndarray` (float32, one
-value per completion). `fields` are the per-example columns of an RL batch (`answer`, `numbers`,
-`target`, ...); each reward takes what it needs and ignores the rest, so any set of rewards can
-be called with the same batch and combined with `combine_rewards([(fn, weight), ...])`.
+The tasks' verifiers (`arithmetic.verify`, `countdown.verify`, `files.verify`) are built from the
+pieces here: extraction of the last `<answer>` (or `\\boxed{}`), exact arithmetic on expressions,
+and answer normalisation. Rollouts score completions with those verifiers in evaluation, GRPO
+rewards and the rejection filter alike (r1jax/rollout/scoring.py).
 
 Model text is adversarial: nothing here calls `eval`. Expressions go through an `ast` whitelist
 evaluated exactly with Fractions; inputs are length-capped before any parsing, and powers are
-bounded, so no completion can crash a reward or hang the loop.
+bounded, so no completion can crash a verifier or hang the loop.
 """
 
 import ast
 import re
-import unicodedata
 from fractions import Fraction
-from typing import Callable, Sequence
-
-import numpy as np
-
-RewardFn = Callable[..., np.ndarray]
 
 MAX_COMPLETION_CHARS = 16_384  # only this tail is judged (far beyond any sampling budget here)
 MAX_EXPRESSION_CHARS = 1_000  # longer answers are compared as canonical strings, never parsed
-MAX_COUNTDOWN_CHARS = 256
 _MAX_RESULT_BITS = 20_000  # ~6,000 decimal digits: bounds what powers may build
 _MAX_EXPONENT_DIGITS = 4  # "1e400" is fine, "1e999999999" is refused before it is computed
 
@@ -35,13 +28,15 @@ class UnsafeExpression(ValueError):
 # Extraction
 # --------------------------------------------------------------------------------------------
 
-def _text(completion) -> str:
+def judged_text(completion) -> str:
+    """The part of a completion that verifiers read: its last MAX_COMPLETION_CHARS characters
+    ("" for anything that is not a string)."""
     return completion[-MAX_COMPLETION_CHARS:] if isinstance(completion, str) else ""
 
 
 def extract_tagged_answer(completion) -> str | None:
     """Content of the last `<answer>...</answer>`, stripped; None when there is none."""
-    text = _text(completion)
+    text = judged_text(completion)
     close = text.rfind("</answer>")
     start = text.rfind("<answer>", 0, close) if close >= 0 else -1
     return text[start + len("<answer>") : close].strip() if start >= 0 else None
@@ -71,7 +66,7 @@ def extract_boxed(text: str) -> str | None:
 def extract_answer(completion) -> str | None:
     r"""The last `<answer>` content if any, else the last `\boxed{}` content, else None."""
     tagged = extract_tagged_answer(completion)
-    return tagged if tagged is not None else extract_boxed(_text(completion))
+    return tagged if tagged is not None else extract_boxed(judged_text(completion))
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,111 +184,16 @@ def answers_match(predicted: str | None, gold) -> bool:
     return canonical_answer(predicted) == canonical_answer(gold) != ""
 
 
-# --------------------------------------------------------------------------------------------
-# Rewards: fn(prompts, completions, **fields) -> float32 array
-# --------------------------------------------------------------------------------------------
-
-def _column(fields: dict, name: str, completions: Sequence, reward: str) -> Sequence:
-    if name not in fields:
-        raise KeyError(f"{reward} needs the field {name!r} (one value per completion); "
-                       f"got fields {sorted(fields)}")
-    column = fields[name]
-    if len(column) != len(completions):
-        raise ValueError(f"{reward}: field {name!r} has {len(column)} values for "
-                         f"{len(completions)} completions")
-    return column
+def verify_gold_answer(completion, example: dict) -> bool:
+    r"""The last `<answer>` (or `\boxed{}`) equals the example's `answer` in value (exact:
+    1/2 == 0.5 == \frac{1}{2}), or as canonical text when either is not a number."""
+    if example.get("answer") is None:
+        raise KeyError(f"example has no 'answer' to check the completion against "
+                       f"(fields: {sorted(example)})")
+    return answers_match(extract_answer(completion), example["answer"])
 
 
-def accuracy_reward(prompts, completions, **fields) -> np.ndarray:
-    r"""1 if the last `<answer>` (or `\boxed{}`) equals field `answer` in value, else 0."""
-    gold = _column(fields, "answer", completions, "accuracy_reward")
-    return np.array([float(answers_match(extract_answer(c), g)) for c, g in zip(completions, gold)],
-                    np.float32)
-
-
-def has_r1_format(completion) -> bool:
-    """`<think>`, `</think>`, `<answer>`, `</answer>` each exactly once, in that order."""
-    text = _text(completion)
-    tags = ("<think>", "</think>", "<answer>", "</answer>")
-    if any(text.count(tag) != 1 for tag in tags):
-        return False
-    positions = [text.index(tag) for tag in tags]
-    return positions == sorted(positions)
-
-
-def format_reward(prompts, completions, **fields) -> np.ndarray:
-    """1 for the R1 structure (Logic-RL's check, REFERENCE §5.1), else 0."""
-    return np.array([float(has_r1_format(c)) for c in completions], np.float32)
-
-
-def _chain_of_thought(completion) -> str:
-    text = _text(completion)
-    start, end = text.find("<think>"), text.find("</think>")
-    return text[start + len("<think>") : end] if 0 <= start < end else text
-
-
-def _in_script(word: str, script: str) -> bool:
-    return all(unicodedata.name(ch, "?").split(" ")[0] == script for ch in word if ch.isalpha())
-
-
-def language_consistency(completion, script: str = "LATIN") -> float:
-    """Num(words in `script`) / Num(words) in the CoT (R1 §2.3.2); words without letters
-    (numbers, equations) do not count, and a CoT with no such words scores 1."""
-    words = [w for w in _chain_of_thought(completion).split() if any(ch.isalpha() for ch in w)]
-    if not words:
-        return 1.0
-    return sum(_in_script(w, script.upper()) for w in words) / len(words)
-
-
-def language_consistency_reward(prompts, completions, *, script: str = "LATIN", **fields) -> np.ndarray:
-    """Fraction of target-script words in the CoT; `script` is a Unicode script name such as
-    "LATIN", "CYRILLIC", "CJK" (pass it with functools.partial)."""
-    return np.array([language_consistency(c, script) for c in completions], np.float32)
-
-
-def countdown_score(answer: str | None, numbers, target, *, format_score: float = 0.1,
-                    score: float = 1.0) -> float:
-    """TinyZero's Countdown score (REFERENCE §5.1): 0 without an answer; `format_score` when
-    the expression is invalid, does not use each number exactly once, divides by zero or
-    misses; `score` when it equals the target exactly."""
-    if answer is None or numbers is None or target is None:
-        return 0.0
-    try:
-        value, literals = evaluate_expression(answer, allow_unary=False, allow_power=False,
-                                              integers_only=True, max_chars=MAX_COUNTDOWN_CHARS)
-    except (UnsafeExpression, ZeroDivisionError, ValueError, OverflowError):
-        return format_score
-    if sorted(literals) != sorted(Fraction(int(n)) for n in numbers):
-        return format_score
-    return score if value == Fraction(int(target)) else format_score
-
-
-def countdown_reward(prompts, completions, *, format_score: float = 0.1, score: float = 1.0,
-                     **fields) -> np.ndarray:
-    """Countdown reward per completion from fields `numbers` and `target`.
-
-    TinyZero keeps only the last line after "Assistant:" because its prompt contains an example
-    answer; here the completion holds only model text, so its last `<answer>` is used.
-    """
-    numbers = _column(fields, "numbers", completions, "countdown_reward")
-    targets = _column(fields, "target", completions, "countdown_reward")
-    return np.array([countdown_score(extract_tagged_answer(c), n, t, format_score=format_score, score=score)
-                     for c, n, t in zip(completions, numbers, targets)], np.float32)
-
-
-def combine_rewards(weighted: Sequence[tuple[RewardFn, float]]) -> RewardFn:
-    """sum_i w_i * fn_i(...), e.g. R1's Reward_acc + Reward_format (equal weights, REFERENCE §3.3)."""
-    weighted = list(weighted)
-    if not weighted:
-        raise ValueError("combine_rewards needs at least one (reward_fn, weight) pair")
-    for fn, weight in weighted:
-        if not callable(fn) or not isinstance(weight, (int, float)):
-            raise TypeError(f"expected (reward_fn, weight) pairs, got ({fn!r}, {weight!r})")
-
-    def combined(prompts, completions, **fields) -> np.ndarray:
-        total = np.zeros(len(completions), np.float32)
-        for fn, weight in weighted:
-            total += np.float32(weight) * np.asarray(fn(prompts, completions, **fields), np.float32)
-        return total
-
-    return combined
+def answer_key(completion) -> str | None:
+    """The canonical final answer, for majority voting (cons@k); None when there is none."""
+    answer = extract_answer(completion)
+    return None if answer is None else canonical_answer(answer)

@@ -1,12 +1,13 @@
-"""Rule-based rewards: tricky answers, adversarial Countdown expressions, format, language."""
+"""Verifiers and rewards: tricky answers, adversarial Countdown expressions, format, language."""
 
-import functools
 import time
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from r1jax.rl import rewards
+from r1jax.data.tasks import FILE_ANSWERS, answers, countdown, task_of
+from r1jax.rollout import scoring
 
 
 def _answer(text):
@@ -51,10 +52,10 @@ ACCURACY_CASES = [
 
 
 @pytest.mark.parametrize("completion,gold,expected", ACCURACY_CASES)
-def test_accuracy_reward_table(completion, gold, expected):
-    got = rewards.accuracy_reward(["q"], [completion], answer=[gold])
-    assert got.dtype == np.float32 and got.shape == (1,)
-    assert got[0] == expected
+def test_gold_answer_verifier_table(completion, gold, expected):
+    for example in ({"answer": gold}, {"answer": gold, "task": "arithmetic"}):
+        assert task_of(example).verify(completion, example) is bool(expected)
+        assert scoring.REWARDS["accuracy"](completion, example) == expected
 
 
 NUMBERS, TARGET = [12, 3, 5], 41
@@ -82,10 +83,25 @@ COUNTDOWN_CASES = [
 ]
 
 
+COUNTDOWN = {"task": "countdown", "numbers": NUMBERS, "target": TARGET, "answer": "(12*3)+5"}
+
+
 @pytest.mark.parametrize("completion,expected", COUNTDOWN_CASES)
 def test_countdown_reward_table(completion, expected):
-    got = rewards.countdown_reward(["q"], [completion], numbers=[NUMBERS], target=[TARGET])
-    assert got[0] == pytest.approx(expected)
+    assert countdown.reward(completion, COUNTDOWN) == pytest.approx(expected)
+    assert scoring.REWARDS["accuracy"](completion, COUNTDOWN) == pytest.approx(expected)
+    assert countdown.verify(completion, COUNTDOWN) is (expected == 1.0)
+
+
+@pytest.mark.parametrize("answer", ["41", "41.0", "(12*3)+5 + 0", "36+5", "82/2", "\\boxed{41}"])
+def test_countdown_value_equal_answers_that_are_not_solutions(answer):
+    """The gold answer is an expression; a completion whose answer merely has the target's value
+    (or another expression's) is not a solution, whatever a value comparison would say."""
+    completion = _answer(answer)
+    # A comparison of values with the gold expression would (wrongly) accept every one of them.
+    assert answers.answers_match(answers.extract_answer(completion), COUNTDOWN["answer"])
+    assert not countdown.verify(completion, COUNTDOWN)
+    assert countdown.reward(completion, COUNTDOWN) < 1.0
 
 
 def test_countdown_division():
@@ -93,8 +109,8 @@ def test_countdown_division():
              (_answer("(12+3)/5"), [12, 3, 5], 3, 1.0),
              (_answer("12/(3*5)"), [12, 3, 5], 1, 0.1)]  # 4/5 is exact, not rounded to 1
     for completion, numbers, target, expected in cases:
-        got = rewards.countdown_reward(None, [completion], numbers=[numbers], target=[target])
-        assert got[0] == pytest.approx(expected), completion
+        example = {"task": "countdown", "numbers": numbers, "target": target}
+        assert countdown.reward(completion, example) == pytest.approx(expected), completion
 
 
 def test_adversarial_inputs_are_fast():
@@ -103,9 +119,9 @@ def test_adversarial_inputs_are_fast():
              _answer("\\boxed{" * 2000 + "1" + "}" * 2000), "\\boxed{" * 2000 + "1" + "}" * 2000,
              _answer("\\frac{" * 2000 + "1" * 4000), _answer("(2**10000)*" * 90 + "1")]
     start = time.perf_counter()
-    for fn in (rewards.accuracy_reward, rewards.format_reward, rewards.language_consistency_reward):
-        fn(None, nasty, answer=["1"] * len(nasty))
-    rewards.countdown_reward(None, nasty, numbers=[NUMBERS] * len(nasty), target=[TARGET] * len(nasty))
+    scoring.score(nasty, [{"answer": "1"}] * len(nasty), (("accuracy", 1.0), ("format", 1.0),
+                                                          ("language", 1.0)))
+    scoring.score(nasty, [COUNTDOWN] * len(nasty), (("accuracy", 1.0),))
     assert time.perf_counter() - start < 5
 
 
@@ -121,7 +137,8 @@ def test_adversarial_inputs_are_fast():
     ("", 0.0),
 ])
 def test_format_reward_table(completion, expected):
-    assert rewards.format_reward(None, [completion])[0] == expected
+    assert scoring.has_r1_format(completion) is bool(expected)
+    assert scoring.REWARDS["format"](completion, {}) == expected
 
 
 def test_language_consistency():
@@ -129,30 +146,37 @@ def test_language_consistency():
                    "<think> add the 单位 then перенос </think> <answer> 5 </answer>",
                    "<think> 1+2+0=3 </think>",  # numbers only: nothing inconsistent
                    "<think> café naïve </think>"]  # accented Latin is Latin
-    np.testing.assert_allclose(rewards.language_consistency_reward(None, completions), [1, 0.6, 1, 1])
-    russian = functools.partial(rewards.language_consistency_reward, script="cyrillic")
-    assert russian(None, ["<think> сложить и перенести units </think>"])[0] == pytest.approx(0.75)
+    np.testing.assert_allclose([scoring.REWARDS["language"](c, {}) for c in completions],
+                               [1, 0.6, 1, 1])
+    russian = scoring.language_consistency("<think> сложить и перенести units </think>", "cyrillic")
+    assert russian == pytest.approx(0.75)
 
 
-def test_combine_rewards_weights_and_fields():
-    combined = rewards.combine_rewards([(rewards.accuracy_reward, 1.0), (rewards.format_reward, 0.5)])
-    completions = [_answer("4"), "<answer> 4 </answer>", _answer("5"), ""]
-    got = combined(["q"] * 4, completions, answer=["4"] * 4, numbers=[None] * 4)
-    np.testing.assert_allclose(got, [1.5, 1.0, 0.5, 0.0])
-    assert got.dtype == np.float32
-    with pytest.raises(KeyError, match="needs the field 'answer'"):
-        combined(["q"], ["x"])
-    with pytest.raises(ValueError, match="has 2 values for 1 completions"):
-        rewards.accuracy_reward(["q"], ["x"], answer=["1", "2"])
-    with pytest.raises(ValueError, match="at least one"):
-        rewards.combine_rewards([])
-    with pytest.raises(TypeError, match="reward_fn, weight"):
-        rewards.combine_rewards([(rewards.format_reward, "1")])
+def test_score_weights_rewards_and_judges_with_each_examples_task():
+    completions = [_answer("4"), "<answer> 4 </answer>", _answer("5"), "", _answer("(12*3)+5")]
+    examples = [{"answer": "4"}] * 4 + [COUNTDOWN]
+    got = scoring.score(completions, examples, (("accuracy", 1.0), ("format", 0.5)))
+    np.testing.assert_allclose(got.reward, [1.5, 1.0, 0.5, 0.0, 1.5])
+    assert got.reward.dtype == np.float32
+    assert got.correct.tolist() == [True, True, False, False, True]
+    assert got.formatted.tolist() == [True, False, True, False, True]
+    assert got.keys == ["4", "4", "5", None, "(12*3)+5"]
+    with pytest.raises(KeyError, match="no 'answer'"):
+        scoring.score(["x"], [{"prompt": "q"}])
+    with pytest.raises(KeyError, match="numbers"):
+        scoring.score(["x"], [{"task": "countdown", "target": 3}])
+    with pytest.raises(ValueError, match="2 completions for 1 examples"):
+        scoring.score(["x", "y"], [{"answer": "1"}])
+    with pytest.raises(ValueError, match="unknown rewards \\['acuracy'\\]"):
+        scoring.score(["x"], [{"answer": "1"}], (("acuracy", 1.0),))
+    with pytest.raises(ValueError, match="task='gsm8k' has no verifier"):
+        task_of({"task": "gsm8k", "answer": "1"})
+    assert task_of({"answer": "1"}) is FILE_ANSWERS
 
 
 def test_safe_evaluator_refuses_non_arithmetic():
     for text in ["__import__('os')", "a+1", "[1]", "'1'", "True+1", "1 if 1 else 2", "(1).real", "f(1)"]:
-        with pytest.raises(rewards.UnsafeExpression):
-            rewards.evaluate_expression(text)
-    value, literals = rewards.evaluate_expression("(1+2)/3*0.5")
-    assert value == rewards.Fraction(1, 2) and literals == [1, 2, 3, rewards.Fraction(1, 2)]
+        with pytest.raises(answers.UnsafeExpression):
+            answers.evaluate_expression(text)
+    value, literals = answers.evaluate_expression("(1+2)/3*0.5")
+    assert value == Fraction(1, 2) and literals == [1, 2, 3, Fraction(1, 2)]

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import config, models
-from r1jax.rl.sampling import SamplingConfig, filter_logits, sample
+from r1jax.rollout.sampling import SamplingConfig, filter_logits, sample
 
 
 def left_padded_prompts(cfg, b=3, p=6, seed=0):
