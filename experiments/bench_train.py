@@ -20,11 +20,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.cli import single_process_only  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax import config  # noqa: E402
+from r1jax import config, models  # noqa: E402
 from r1jax.models.counting import train_flops_per_token  # noqa: E402
 from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, replicated  # noqa: E402
 from r1jax.train.optim import OptimConfig, make_optimizer  # noqa: E402
@@ -57,11 +59,12 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--gemm", type=int, default=8192)
     args = parser.parse_args()
+    single_process_only("experiments/bench_train.py")
 
     peak = gemm_peak_tflops(args.gemm)
     cfg = dataclasses.replace(config.get_model_config(args.size), dtype="bfloat16")
     mesh = make_mesh(MeshConfig())
-    tx = make_optimizer(OptimConfig(), 1000)
+    tx = make_optimizer(OptimConfig(), 1000, models.param_roles(cfg))
     with jax.set_mesh(mesh):
         state, shardings = create_sharded_state(cfg, tx, mesh, jax.random.key(0))
         rng = np.random.default_rng(0)

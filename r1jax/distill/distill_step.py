@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from r1jax import models
 from r1jax.distill.losses import Kind, TopKTeacher, check_same_vocab, distill_loss, topk_teacher
-from r1jax.train.steps import make_step
+from r1jax.train.steps import make_step, step_aux
 
 TEACHER_PARAMS_KEY = "teacher"
 TOPK_KEYS = ("teacher_topk_logprobs", "teacher_topk_ids", "teacher_rest_logprob")
@@ -127,9 +127,7 @@ def distill_step_fn(student_cfg, tx, *, kind: Kind = "forward_kl", temperature: 
             metrics = {"loss": loss, kind: parts["soft_loss"] * share, "balance_loss": balance}
             if hard_label_weight > 0.0:
                 metrics["hard_ce"] = parts["hard_loss"] * share
-            return loss, {"expert_load": aux["expert_load"],
-                          "mtp_expert_load": jnp.zeros((0, student_cfg.n_routed_experts)),
-                          "metrics": metrics}
+            return loss, step_aux(aux, metrics)
         return loss_fn
 
     def distill_step(state, batch: dict):

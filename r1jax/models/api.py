@@ -19,8 +19,9 @@ from flax import nnx
 
 from r1jax.config import ModelConfig
 from r1jax.models import qwen2
+from r1jax.models import deepseek_v3
 from r1jax.models.deepseek_v3 import DeepseekV3
-from r1jax.nn.params import merge_params, variable_axes
+from r1jax.nn.params import merge_params, variable_axes, variable_roles
 
 # Config type -> module with the same functional API (DeepSeek-V3 is this module itself).
 ARCHITECTURES = {qwen2.Qwen2Config: qwen2}
@@ -61,6 +62,29 @@ def param_axes(cfg: ModelConfig) -> dict:
 
 
 @_dispatch_on_config
+def param_roles(cfg: ModelConfig) -> dict:
+    """Training role of every param ("decay", "no_decay", "frozen"; r1jax/nn/params.py), read
+    from the variable types: the optimizer's labels."""
+    return variable_roles(nnx.state(_abstract_model(cfg)))
+
+
+@_dispatch_on_config
+def mtp_depth(cfg: ModelConfig) -> int:
+    """D, the number of multi-token-prediction depths `forward` adds to aux["mtp_logits"]."""
+    return cfg.num_mtp_modules
+
+
+@_dispatch_on_config
+def update_routing_biases(cfg: ModelConfig, params: dict, expert_load, mtp_expert_load,
+                          speed: float) -> dict:
+    """Params after the aux-loss-free bias rule for one step's expert loads (aux["expert_load"],
+    aux["mtp_expert_load"]); unchanged for an architecture without routed experts."""
+    if not cfg.num_moe_layers:
+        return params
+    return deepseek_v3.update_routing_biases(cfg, params, expert_load, mtp_expert_load, speed)
+
+
+@_dispatch_on_config
 def bind(cfg: ModelConfig, params: dict) -> DeepseekV3:
     """The NNX module holding `params` (inside a trace, holding tracers)."""
     return merge_params(_abstract_model(cfg), params)
@@ -75,8 +99,8 @@ def forward(cfg: ModelConfig, params: dict, tokens: jax.Array, *, positions=None
     (B, T) 1 for real tokens, 0 for padding; segment_ids (B, T) for packed rows (no attention
     across segments). With `cache` (from `init_cache`), tokens are appended at cache["index"] and
     attention runs on the compressed latent cache; aux["cache"] is the updated cache.
-    aux: balance_loss (), expert_load (L_moe, E), mtp_logits (D, B, T, V) and mtp_expert_load
-    (D, E) when the config has MTP and no cache is given.
+    aux: balance_loss (), expert_load (L_moe, E), mtp_expert_load (D, E) ((0, E) unless the MTP
+    modules ran), and mtp_logits (D, B, T, V) when the config has MTP and no cache is given.
     """
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.nn.balance import update_routing_bias
 from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe import MoE
@@ -135,8 +136,9 @@ class DeepseekV3(nnx.Module):
         h_main = self.final_norm(h)
         logits = self.head(h_main)  # (B, T, V) float32
 
-        aux = {"balance_loss": balance,
-               "expert_load": jnp.stack(loads) if loads else jnp.zeros((0, cfg.n_routed_experts))}
+        no_load = jnp.zeros((0, cfg.n_routed_experts))
+        aux = {"balance_loss": balance, "expert_load": jnp.stack(loads) if loads else no_load,
+               "mtp_expert_load": no_load}  # (D, E) once MTP has run
         if cache is not None:
             aux["cache"] = {"c_kv": jnp.stack(new_c), "k_rope": jnp.stack(new_r),
                             "key_valid": cache_valid, "index": index + t}
@@ -162,3 +164,27 @@ class DeepseekV3(nnx.Module):
             out.append(self.head(mod.head_norm(h_prev)))
             loads.append(aux["expert_load"])
         return jnp.stack(out), jnp.stack(loads)
+
+
+def update_routing_biases(cfg: ModelConfig, params: dict, expert_load, mtp_expert_load,
+                          speed: float) -> dict:
+    """b += speed * sign(mean - load) for every MoE layer (and MTP block) from one step's load
+    [V3 §2.1.2]: expert_load (L_moe, E) in layer order, mtp_expert_load (D, E) or (0, E) when the
+    MTP modules did not run. Returns new params (the pure dict); everything else is shared."""
+    params = dict(params)
+    layers = dict(params["layers"])
+    for j, i in enumerate(range(cfg.first_k_dense, cfg.num_layers)):
+        layer = dict(layers[i])
+        layer["moe"] = {**layer["moe"], "bias": update_routing_bias(layer["moe"]["bias"],
+                                                                    expert_load[j], speed)}
+        layers[i] = layer
+    params["layers"] = layers
+    if cfg.num_mtp_modules and mtp_expert_load.shape[0]:
+        mtp = dict(params["mtp"])
+        for k in range(cfg.num_mtp_modules):
+            block = dict(mtp[k]["block"])
+            block["moe"] = {**block["moe"], "bias": update_routing_bias(block["moe"]["bias"],
+                                                                        mtp_expert_load[k], speed)}
+            mtp[k] = {**mtp[k], "block": block}
+        params["mtp"] = mtp
+    return params

@@ -25,7 +25,7 @@ from r1jax.nn.linear import project, project_in
 from r1jax.nn.mla import masked_softmax
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.norms import RMSNorm
-from r1jax.nn.params import merge_params, normal_param, variable_axes
+from r1jax.nn.params import merge_params, normal_param, variable_axes, variable_roles, zeros_param
 from r1jax.nn.partitioning import constrain
 from r1jax.nn.rope import apply_rope, plain_rope_cos_sin
 
@@ -52,11 +52,6 @@ class Qwen2Config:
     dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
     param_dtype: str = "float32"
 
-    # A dense model has no MoE and no MTP: the training steps read these DeepSeek fields.
-    num_mtp_modules = 0
-    n_routed_experts = 0
-    num_moe_layers = 0
-
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be divisible by "
@@ -65,10 +60,6 @@ class Qwen2Config:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
         if self.precision not in ("bf16", "fp8_v3", "fp8_per_tensor"):
             raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
-
-    @property
-    def first_k_dense(self) -> int:
-        return self.num_layers
 
     def replace(self, **kw) -> "Qwen2Config":
         return dataclasses.replace(self, **kw)
@@ -106,10 +97,6 @@ def get_qwen2_config(name: str, **kw) -> Qwen2Config:
 
 # ----------------------------------------------------------------------------- modules
 
-def _zeros_param(shape: tuple[int, ...], axes: tuple[str | None, ...], dtype) -> nnx.Param:
-    return nnx.Param(jnp.zeros(shape, dtype), axes=axes)
-
-
 class GQAttention(nnx.Module):
     """Causal grouped-query attention with biased q/k/v projections (Qwen2) and a K/V cache."""
 
@@ -121,9 +108,9 @@ class GQAttention(nnx.Module):
         self.k = normal_param(rngs, (d, k, dh), ("embed", "kv_heads", None), std, pd)
         self.v = normal_param(rngs, (d, k, dh), ("embed", "kv_heads", None), std, pd)
         # Qwen2 keeps biases on q, k and v (not on o); they start at zero like the reference.
-        self.q_bias = _zeros_param((h, dh), ("heads", None), pd)
-        self.k_bias = _zeros_param((k, dh), ("kv_heads", None), pd)
-        self.v_bias = _zeros_param((k, dh), ("kv_heads", None), pd)
+        self.q_bias = zeros_param((h, dh), ("heads", None), pd)
+        self.k_bias = zeros_param((k, dh), ("kv_heads", None), pd)
+        self.v_bias = zeros_param((k, dh), ("kv_heads", None), pd)
         self.o = normal_param(rngs, (h, dh, d), ("heads", None, "embed"), std, pd)
 
     def __call__(self, x, cos, sin, mask, cache_layer=None, cache_index=None):
@@ -219,7 +206,9 @@ class Qwen2(nnx.Module):
                 new_v.append(layer_cache[1])
         logits = self.head(self.final_norm(h))  # (B, T, V) float32
 
-        aux = {"balance_loss": jnp.zeros((), jnp.float32), "expert_load": jnp.zeros((0, 0), jnp.float32)}
+        no_experts = jnp.zeros((0, 0), jnp.float32)
+        aux = {"balance_loss": jnp.zeros((), jnp.float32), "expert_load": no_experts,
+               "mtp_expert_load": no_experts}
         if cache is not None:
             aux["cache"] = {"k": jnp.stack(new_k), "v": jnp.stack(new_v), "key_valid": cache_valid,
                             "index": index + t}
@@ -247,6 +236,22 @@ def param_axes(cfg: Qwen2Config) -> dict:
     return variable_axes(nnx.state(_abstract_model(cfg)))
 
 
+def param_roles(cfg: Qwen2Config) -> dict:
+    """Training role of every param (r1jax/nn/params.py): norms and q/k/v biases are not decayed."""
+    return variable_roles(nnx.state(_abstract_model(cfg)))
+
+
+def mtp_depth(cfg: Qwen2Config) -> int:
+    """Qwen2 has no multi-token prediction modules."""
+    return 0
+
+
+def update_routing_biases(cfg: Qwen2Config, params: dict, expert_load, mtp_expert_load,
+                          speed: float) -> dict:
+    """A dense model has no routing biases: params unchanged."""
+    return params
+
+
 def bind(cfg: Qwen2Config, params: dict) -> Qwen2:
     """The NNX module holding `params` (inside a trace, holding tracers)."""
     return merge_params(_abstract_model(cfg), params)
@@ -257,7 +262,8 @@ def forward(cfg: Qwen2Config, params: dict, tokens: jax.Array, *, positions=None
     """Logits (B, T, V) float32 and aux, with the arguments of the DeepSeek-V3 `forward`.
 
     With `cache` (from `init_cache`), tokens are appended at cache["index"] and aux["cache"] is
-    the updated cache. aux: balance_loss () = 0 and expert_load (0, 0): there are no experts;
+    the updated cache. aux: balance_loss () = 0, expert_load and mtp_expert_load (0, 0): there are
+    no experts;
     `with_mtp` is accepted and ignored (no MTP modules).
     """
     del with_mtp

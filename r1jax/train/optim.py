@@ -1,5 +1,6 @@
 """AdamW as in DeepSeek-V3 [§4.2]: betas (0.9, 0.95), weight decay 0.1, grad clip 1.0, warmup
-then cosine or constant, no decay on norms/biases, routing biases frozen (updated by rule)."""
+then cosine or constant. Which params are decayed, not decayed (norms, biases) or frozen (routing
+biases, updated by rule) is their variable type (`models.param_roles`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
+
+from r1jax.nn.params import ROLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,32 +40,23 @@ def learning_rate(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warmup, after], [cfg.warmup_steps])
 
 
-def is_routing_bias(path) -> bool:
-    return path[-1] == "bias" and "moe" in path
-
-
-def _labels(params):
-    def label(path, _):
-        keys = tuple(getattr(k, "key", getattr(k, "idx", None)) for k in path)
-        if is_routing_bias(keys):
-            return "frozen"
-        # Norm scales (1-D) are not decayed; matrices are.
-        return "decay" if keys[-1] != "scale" else "no_decay"
-    return jax.tree_util.tree_map_with_path(label, params)
-
-
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: int, roles) -> optax.GradientTransformation:
+    """AdamW per param role: `roles` is the tree of `models.param_roles(model_cfg)` ("decay",
+    "no_decay", "frozen"), read from the variable types, never from names."""
     lr = learning_rate(cfg, total_steps)
 
     def adamw(wd):
         inner = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
         return store_moments_in_bf16(inner) if cfg.bf16_moments else inner
 
-    # Clip on the global norm of all trainable grads first, then per-group AdamW.
+    unknown = sorted({r for r in jax.tree.leaves(roles)} - set(ROLES))
+    if unknown:
+        raise ValueError(f"param roles {unknown} are not among {ROLES}")
+    # Clip on the global norm of all trainable grads first, then per-role AdamW.
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip),
         optax.multi_transform({"decay": adamw(cfg.weight_decay), "no_decay": adamw(0.0),
-                               "frozen": optax.set_to_zero()}, _labels),
+                               "frozen": optax.set_to_zero()}, roles),
     )
 
 

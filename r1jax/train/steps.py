@@ -2,7 +2,8 @@
 
 `make_step(loss_fn, ...)` owns everything a step does besides the loss: gradient accumulation,
 the optimizer update, the aux-loss-free routing-bias rule and the common metrics. SFT and
-pretraining use `lm_loss`; GRPO and distillation plug in their own loss functions.
+pretraining use `lm_loss`; GRPO and distillation plug in their own loss functions. The steps know
+no param names: the architecture supplies its MTP depth and its bias rule (`r1jax.models`).
 
 A loss function is `loss_fn(params, microbatch, norms) -> (loss, aux)`; `norms` are batch-wide
 normalisers computed from the whole batch before splitting it into microbatches, so that the sum
@@ -19,8 +20,6 @@ import jax.numpy as jnp
 import optax
 
 from r1jax import models
-from r1jax.config import ModelConfig
-from r1jax.nn.balance import update_routing_bias
 from r1jax.nn.logprobs import token_logprobs
 from r1jax.train.state import TrainState
 
@@ -36,17 +35,18 @@ def mtp_targets(targets, loss_mask, segment_ids, depth: int):
     return shift(targets), mask * (jnp.arange(t) < t - depth)
 
 
-def lm_norms(batch: dict, model_cfg: ModelConfig) -> dict:
+def lm_norms(batch: dict, model_cfg) -> dict:
     """Token counts of the whole batch: the denominators of the NLL and of each MTP depth."""
     seg = batch.get("segment_ids")
+    depth = models.mtp_depth(model_cfg)
     norms = {"n_tokens": jnp.maximum(batch["loss_mask"].astype(jnp.float32).sum(), 1.0)}
     norms["n_mtp"] = jnp.stack([
         jnp.maximum(mtp_targets(batch["targets"], batch["loss_mask"], seg, k)[1].sum(), 1.0)
-        for k in range(1, model_cfg.num_mtp_modules + 1)]) if model_cfg.num_mtp_modules else jnp.ones((0,))
+        for k in range(1, depth + 1)]) if depth else jnp.ones((0,))
     return norms
 
 
-def lm_loss(model_cfg: ModelConfig, *, mtp_weight: float, n_micro: int = 1):
+def lm_loss(model_cfg, *, mtp_weight: float, n_micro: int = 1):
     """Next-token NLL over loss_mask + (lambda/D) * sum_k L_MTP^k + sequence balance loss."""
 
     def loss_fn(params, batch, norms):
@@ -59,7 +59,7 @@ def lm_loss(model_cfg: ModelConfig, *, mtp_weight: float, n_micro: int = 1):
         nll_sum = -jnp.sum(token_logprobs(logits, batch["targets"]) * mask)
         loss = nll_sum / norms["n_tokens"] + aux["balance_loss"] / n_micro
         metrics = {"nll": nll_sum / norms["n_tokens"], "balance_loss": aux["balance_loss"] / n_micro}
-        d = model_cfg.num_mtp_modules
+        d = models.mtp_depth(model_cfg)
         if d:
             mtp = jnp.zeros(())
             for k in range(1, d + 1):
@@ -68,33 +68,19 @@ def lm_loss(model_cfg: ModelConfig, *, mtp_weight: float, n_micro: int = 1):
             loss += mtp_weight / d * mtp
             metrics["mtp_loss"] = mtp / d
         metrics["loss"] = loss
-        return loss, {"expert_load": aux["expert_load"],
-                      "mtp_expert_load": aux.get("mtp_expert_load", jnp.zeros((0, model_cfg.n_routed_experts))),
-                      "metrics": metrics}
+        return loss, step_aux(aux, metrics)
 
     return loss_fn
 
 
-def apply_routing_bias_rule(model_cfg: ModelConfig, params: dict, loads, mtp_loads, speed: float):
-    """b += speed * sign(mean - load) for every MoE layer (and MTP block) from this step's load."""
-    params = dict(params)
-    layers = dict(params["layers"])
-    for j, i in enumerate(range(model_cfg.first_k_dense, model_cfg.num_layers)):
-        layer = dict(layers[i])
-        layer["moe"] = {**layer["moe"], "bias": update_routing_bias(layer["moe"]["bias"], loads[j], speed)}
-        layers[i] = layer
-    params["layers"] = layers
-    if model_cfg.num_mtp_modules and mtp_loads.shape[0]:  # no MTP loads when MTP was not run
-        mtp = dict(params["mtp"])
-        for k in range(model_cfg.num_mtp_modules):
-            block = dict(mtp[k]["block"])
-            block["moe"] = {**block["moe"], "bias": update_routing_bias(block["moe"]["bias"], mtp_loads[k], speed)}
-            mtp[k] = {**mtp[k], "block": block}
-        params["mtp"] = mtp
-    return params
+def step_aux(model_aux: dict, metrics: dict) -> dict:
+    """What a loss function hands `make_step` besides the loss: the expert loads of the forward
+    pass (for the bias rule) and the metrics."""
+    return {"expert_load": model_aux["expert_load"], "mtp_expert_load": model_aux["mtp_expert_load"],
+            "metrics": metrics}
 
 
-def make_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn: Callable,
+def make_step(model_cfg, tx: optax.GradientTransformation, loss_fn: Callable,
               norms_fn: Callable, *, grad_accum: int = 1, bias_update_speed: float = 0.0,
               lr_schedule: Callable | None = None):
     """Build `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
@@ -122,9 +108,9 @@ def make_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn:
             (grads, aux), _ = jax.lax.scan(body, init, micro_batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        if bias_update_speed and model_cfg.num_moe_layers:
-            params = apply_routing_bias_rule(model_cfg, params, aux["expert_load"],
-                                             aux["mtp_expert_load"], bias_update_speed)
+        if bias_update_speed:
+            params = models.update_routing_biases(model_cfg, params, aux["expert_load"],
+                                                  aux["mtp_expert_load"], bias_update_speed)
         load = aux["expert_load"]
         metrics = dict(aux["metrics"])
         metrics["grad_norm"] = optax.global_norm(grads)
@@ -139,7 +125,7 @@ def make_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn:
     return step
 
 
-def sft_step_fn(model_cfg: ModelConfig, tx, *, mtp_weight: float = 0.3, grad_accum: int = 1,
+def sft_step_fn(model_cfg, tx, *, mtp_weight: float = 0.3, grad_accum: int = 1,
                 bias_update_speed: float = 0.0, lr_schedule=None):
     """`sft_step(state, batch)`: batch from `sft_batches` (prompt masked) or `pretraining_batches`."""
     return make_step(model_cfg, tx, lm_loss(model_cfg, mtp_weight=mtp_weight, n_micro=grad_accum),

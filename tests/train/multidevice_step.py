@@ -66,7 +66,7 @@ def main():
     assert jax.device_count() == 8, jax.devices()
     # Two layers (dense + MoE) and one MTP module: every kind of weight, half the compile time.
     cfg = config.tiny(num_layers=2, init_std=0.05)
-    tx = make_optimizer(OptimConfig(lr=1e-2, warmup_steps=1), 10)
+    tx = make_optimizer(OptimConfig(lr=1e-2, warmup_steps=1), 10, models.param_roles(cfg))
     batch = batch_for(cfg)
     out = {}
     with jax.default_matmul_precision("highest"):

@@ -1,11 +1,13 @@
-"""The SFT/pretrain step: gradient accumulation is exact, loss falls, routing bias follows load."""
+"""The SFT/pretrain step: gradient accumulation is exact, loss falls, routing bias follows load;
+the optimizer's roles come from the variable types of both architectures."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax import config
+from r1jax import config, models
+from r1jax.models import qwen2
 from r1jax.train.optim import OptimConfig, learning_rate, make_optimizer
 from r1jax.train.state import init_state
 from r1jax.train.steps import sft_step_fn
@@ -28,7 +30,7 @@ def toy_batch(cfg, b=4, t=16, seed=0):
 def setup():
     cfg = config.tiny()
     ocfg = OptimConfig(lr=3e-3, warmup_steps=1)
-    tx = make_optimizer(ocfg, 100)
+    tx = make_optimizer(ocfg, 100, models.param_roles(cfg))
     return cfg, tx, learning_rate(ocfg, 100)
 
 
@@ -60,3 +62,40 @@ def test_loss_falls_and_bias_moves(setup):
     # |b| grows by exactly speed per step at most (sign rule), never by gradients.
     assert float(jnp.abs(bias).max()) <= 30 * 1e-3 + 1e-7
     assert int(state.step) == 30 and float(m["lr"]) > 0
+
+
+def flat_roles(cfg) -> dict:
+    leaves = jax.tree_util.tree_flatten_with_path(models.param_roles(cfg))[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): role for path, role in leaves}
+
+
+def test_param_roles_come_from_variable_types():
+    deepseek = flat_roles(config.tiny())
+    assert deepseek["layers/1/moe/bias"] == "frozen"  # routing bias: moved by the rule only
+    assert deepseek["mtp/0/block/moe/bias"] == "frozen"
+    for name in ("layers/0/attn_norm/scale", "layers/0/attn/q_norm/scale", "final_norm/scale",
+                 "mtp/0/enorm/scale"):
+        assert deepseek[name] == "no_decay", name
+    for name in ("embed", "lm_head", "layers/0/attn/q_a", "layers/1/moe/gate", "mtp/0/eh_proj"):
+        assert deepseek[name] == "decay", name
+    assert set(deepseek.values()) == {"decay", "no_decay", "frozen"}
+    student = flat_roles(qwen2.tiny())
+    for name in ("layers/0/attn/q_bias", "layers/0/attn/k_bias", "layers/0/attn/v_bias",
+                 "layers/0/attn_norm/scale", "final_norm/scale"):
+        assert student[name] == "no_decay", name  # Qwen2's q/k/v biases are not decayed
+    assert student["layers/0/attn/q"] == "decay" and "frozen" not in student.values()
+
+
+def test_weight_decay_follows_the_roles():
+    """One AdamW step on zero gradients: only weight decay moves params, and only "decay" ones."""
+    cfg = qwen2.tiny()
+    tx = make_optimizer(OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.5), 10,
+                        models.param_roles(cfg))
+    params = jax.tree.map(jnp.ones_like, models.init(cfg, jax.random.key(0)))
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    roles = models.param_roles(cfg)
+    moved = jax.tree.map(lambda u, r: (bool(jnp.any(u != 0)), r), updates, roles)
+    for is_moved, role in jax.tree.leaves(moved, is_leaf=lambda x: isinstance(x, tuple)):
+        assert is_moved == (role == "decay"), role
+    with pytest.raises(ValueError, match=r"param roles \['trainable'\]"):
+        make_optimizer(OptimConfig(), 10, {"w": "trainable"})
