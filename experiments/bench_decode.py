@@ -16,11 +16,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.cli import single_process_only  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from r1jax import config, models  # noqa: E402
-from r1jax.rl.sampling import SamplingConfig, sample  # noqa: E402
+from r1jax.rollout.sampling import SamplingConfig, sample  # noqa: E402
 
 
 def main():
@@ -30,6 +32,7 @@ def main():
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new_tokens", type=int, default=64)
     args = parser.parse_args()
+    single_process_only("experiments/bench_decode.py")
     cfg = config.get_model_config(args.size)
     params = models.init(cfg, jax.random.key(0))
     prompt = jax.random.randint(jax.random.key(1), (args.batch, args.prompt), 1, cfg.vocab_size)

@@ -1,14 +1,24 @@
 """Shared command line of the experiment scripts: --config recipe, --config.x overrides,
---workdir, and the jax.distributed flags."""
+--workdir, and the jax.distributed flags, which every script that parses them honours.
+
+Multi-host: run the same command on every process with --coordinator_address host:port
+--num_processes N --process_id i (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID); the mesh then spans all processes' devices and only process 0 writes shared
+files. Scripts that run in one process only call `single_process_only()`, which refuses those
+variables with a message instead of running N unaware copies.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
 
 def parse_args(argv=None, *, description: str = "", add_arguments=None):
-    """(args, config); `add_arguments(parser)` adds a script's own flags."""
+    """(args, config), with jax.distributed initialised when more than one process is asked for;
+    `add_arguments(parser)` adds a script's own flags."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if add_arguments is not None:
@@ -26,6 +36,7 @@ def parse_args(argv=None, *, description: str = "", add_arguments=None):
     from r1jax.train.experiment import apply_overrides, load_config
 
     cfg = apply_overrides(load_config(args.config), rest)
+    setup_distributed(args)
     return args, cfg
 
 
@@ -37,6 +48,16 @@ def setup_distributed(args) -> None:
 
     if not args.coordinator_address:
         raise SystemExit("--num_processes > 1 needs --coordinator_address host:port")
+    if not 0 <= args.process_id < args.num_processes:
+        raise SystemExit(f"--process_id={args.process_id} must be in [0, {args.num_processes})")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=args.num_processes, process_id=args.process_id)
+
+
+def single_process_only(script: str) -> None:
+    """Refuse the distributed environment variables in a script that runs in one process."""
+    asked = [name for name in DISTRIBUTED_VARIABLES if os.environ.get(name)]
+    if asked and int(os.environ.get("JAX_NUM_PROCESSES", "1") or 1) > 1:
+        raise SystemExit(f"{script} runs in a single process; unset {', '.join(asked)} (it has no "
+                         "--num_processes flag)")

@@ -17,6 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.cli import single_process_only  # noqa: E402
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
@@ -27,11 +29,12 @@ def main():
                         help="also train BF16 from another init seed: the run-to-run spread that "
                              "a recipe difference must be read against")
     args = parser.parse_args()
+    single_process_only("experiments/fp8_loss_parity.py")
 
     from r1jax.eval.plots import plot_curves
     from r1jax.eval.tables import format_table
     from r1jax.train.experiment import TrainConfig, load_config
-    from r1jax.train.loop import run
+    from r1jax.train.supervised import run
 
     base = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain_tiny.py"))
     train = TrainConfig(steps=args.steps, log_every=1, ckpt_every=args.steps, async_checkpoint=False)

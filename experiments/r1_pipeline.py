@@ -1,6 +1,6 @@
 """The R1 recipe in miniature: base -> R1-Zero; cold-start SFT -> reasoning RL -> rejection
 sampling + SFT -> all-scenario RL; and a dense student distilled from the result vs trained with
-GRPO alone. Stage list and starting points: r1jax/recipe/config.py.
+GRPO alone. The stages and what each reads: r1jax/recipe/stages.py.
 
   python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py --workdir runs/r1_pipeline
   python experiments/r1_pipeline.py ... --stages cold_start,reasoning_rl   # these and what they need
@@ -21,12 +21,14 @@ from experiments.cli import parse_args  # noqa: E402
 
 
 def write_tables(cfg, results: dict, workdir: str, tables) -> None:
-    from r1jax.recipe.tables import make_table
+    """Print and write the tables (process 0 only)."""
+    from r1jax.distributed import is_main
+    from r1jax.recipe.tables import make_table, title
 
-    title = (f"{cfg.task} {dict(cfg.task_kwargs)}: held-out {cfg.eval.num_problems} problems, "
-             f"pass@1 over k={cfg.eval.k} at T={cfg.eval.temperature}, top-p={cfg.eval.top_p}")
+    if not is_main():
+        return
     for name in tables:
-        text = f"{name}: {title}\n\n{make_table(name, results)}"
+        text = f"{name}: {title(name, cfg)}\n\n{make_table(name, results)}"
         with open(os.path.join(workdir, f"table_{name}.md"), "w") as f:
             f.write(text)
         print(f"\n{text}")
@@ -37,15 +39,17 @@ def main(argv=None):
         parser.add_argument("--stages", default="", help="comma-separated stages (default: all)")
 
     args, cfg = parse_args(argv, description=__doc__, add_arguments=flags)
-    from r1jax.recipe.config import STAGES
+    from r1jax.distributed import is_main
     from r1jax.recipe.pipeline import run
+    from r1jax.recipe.stages import STAGE_NAMES
     from r1jax.recipe.tables import TABLES
 
-    stages = tuple(s for s in args.stages.split(",") if s) or STAGES
+    stages = tuple(s for s in args.stages.split(",") if s) or STAGE_NAMES
     t0 = time.perf_counter()
     results = run(cfg, args.workdir, stages)
     write_tables(cfg, results, args.workdir, TABLES)
-    print(f"\n{time.perf_counter() - t0:.0f} s; logs, checkpoints and tables in {args.workdir}")
+    if is_main():
+        print(f"\n{time.perf_counter() - t0:.0f} s; logs, checkpoints and tables in {args.workdir}")
 
 
 if __name__ == "__main__":

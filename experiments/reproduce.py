@@ -23,7 +23,9 @@ from experiments.r1_pipeline import write_tables  # noqa: E402
 
 def main(argv=None):
     def flags(parser):
-        parser.add_argument("--table", required=True, choices=("stages", "distill_vs_rl"))
+        from r1jax.recipe.tables import TABLES
+
+        parser.add_argument("--table", required=True, choices=TABLES)
 
     args, cfg = parse_args(argv, description=__doc__, add_arguments=flags)
     from r1jax.recipe.pipeline import run

@@ -15,16 +15,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cli import parse_args, setup_distributed  # noqa: E402
+from experiments.cli import parse_args  # noqa: E402
 
 
 def main(argv=None):
     args, cfg = parse_args(argv, description=__doc__)
-    setup_distributed(args)
-    from r1jax.train.loop import run
+    from r1jax.distributed import is_main
+    from r1jax.train.supervised import run
 
     history = run(cfg, args.workdir)
-    if history:
+    if history and is_main():
         last = history[-1]
         print(f"step {last['step']}: loss {last['loss']:.4f}")
 

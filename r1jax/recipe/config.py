@@ -1,20 +1,10 @@
-"""Typed configs of the R1 pipeline: one field per stage, each overridable from the command line
-(`--config.<stage>.<field>=value`).
+"""Typed configs of the R1 pipeline: one field per stage of r1jax/recipe/stages.py, each
+overridable from the command line (`--config.<stage>.<field>=value`).
 
-Stages and what each starts from (R1 §2.3, Nature Methods S7; REFERENCE §3.3, §4.1):
-
-  base            pretrain the teacher (MoE-MLA) on the embedded corpus
-  r1_zero         GRPO on base (accuracy + format)                              <- base
-  cold_start      SFT on a small clean CoT set (Dev1)                           <- base
-  reasoning_rl    GRPO, accuracy + format + language consistency (Dev2)         <- cold_start
-  rejection_data  rejection-sample Dev2 on training prompts (R1's 600K, in miniature)
-  rejection_sft   SFT the BASE on the kept set (Dev3), as R1 §2.3.3             <- base
-  final_rl        GRPO at rollout temperature 0.7 (R1)                          <- rejection_sft
-  student_base    pretrain the dense student (Qwen2) on the same corpus/tokenizer
-  student_rl      GRPO on the student alone                                     <- student_base
-  distill_data    rejection-sample R1 on training prompts (R1's 800K, in miniature)
-  student_sft     SFT the student on that set (R1-Distill)                      <- student_base
-  student_logit   logit distillation (forward KL to R1's top-k) on that set     <- student_base
+Every stage carries its own settings: its mesh, its lengths, and (training stages) the held-out
+evaluation it is measured with (`eval`). The stage table wires what a stage reads: a stage's
+`train.init_from`, `data.tokenizer_path` and, for stages that train on a data stage's set,
+`data.task` are set from the table, never from these configs.
 """
 
 from __future__ import annotations
@@ -22,25 +12,16 @@ from __future__ import annotations
 import dataclasses
 
 from r1jax.eval.evaluate import EvalConfig
-from r1jax.rl.grpo_loop import RLConfig
+from r1jax.rl.grpo_stage import RLConfig
+from r1jax.sharding import MeshConfig
 from r1jax.train.experiment import ExperimentConfig
-
-STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "rejection_data", "rejection_sft",
-          "final_rl", "student_base", "student_rl", "distill_data", "student_sft", "student_logit")
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSetConfig:
-    """A JSONL set made by the pipeline (cold-start examples or rejection samples)."""
+class TrainStageConfig(ExperimentConfig):
+    """A pretraining or SFT stage: the training run, and the held-out set it is measured on."""
 
-    num_prompts: int = 512  # distinct training prompts (cold start: examples)
-    k: int = 4  # samples per prompt (rejection sampling)
-    temperature: float = 0.6  # R1's evaluation sampling, also used to draw SFT data
-    top_p: float = 0.95
-    max_new_tokens: int = 48
-    seed: int = 7  # a stream apart from the RL prompts' (seed 0)
-    min_reward: float = 1.0  # keep samples whose accuracy reward reaches this (1 = correct)
-    require_format: bool = True  # keep only `<think>..</think> <answer>..</answer>` samples
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,24 +34,60 @@ class LogitDistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    name: str = "r1_pipeline"
+class LogitStageConfig(TrainStageConfig):
+    """A logit-distillation stage: an SFT run whose loss is a divergence to the teacher."""
+
+    logit: LogitDistillConfig = dataclasses.field(default_factory=LogitDistillConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOStageConfig(RLConfig):
+    """A GRPO stage: the RL run, and the held-out set it is measured on."""
+
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSetConfig:
+    """A JSONL set made by the pipeline: worked solutions (cold start) or rejection samples."""
+
     task: str = "arithmetic"
     task_kwargs: tuple = ()
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # one held-out set for all
-    base: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
-    r1_zero: RLConfig = dataclasses.field(default_factory=RLConfig)
+    num_prompts: int = 512  # distinct training prompts (cold start: examples)
+    k: int = 4  # samples per prompt (rejection sampling)
+    temperature: float = 0.6  # R1's evaluation sampling, also used to draw SFT data
+    top_p: float = 0.95
+    max_prompt_len: int = 48
+    max_new_tokens: int = 48
+    prompts_per_batch: int = 16
+    seed: int = 7  # a stream apart from the RL prompts' (seed 0)
+    require_correct: bool = True  # keep only samples the task's verifier accepts
+    require_format: bool = True  # keep only `<think>..</think> <answer>..</answer>` samples
+    min_language_consistency: float = 0.9  # R1 drops CoTs that mix languages
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "r1_pipeline"
+    base: TrainStageConfig = dataclasses.field(default_factory=TrainStageConfig)
+    r1_zero: GRPOStageConfig = dataclasses.field(default_factory=GRPOStageConfig)
     cold_start_data: DataSetConfig = dataclasses.field(default_factory=DataSetConfig)
-    cold_start: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
-    reasoning_rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    cold_start: TrainStageConfig = dataclasses.field(default_factory=TrainStageConfig)
+    reasoning_rl: GRPOStageConfig = dataclasses.field(default_factory=GRPOStageConfig)
     rejection_data: DataSetConfig = dataclasses.field(default_factory=DataSetConfig)
-    rejection_sft: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
-    final_rl: RLConfig = dataclasses.field(default_factory=RLConfig)
-    student_base: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
-    student_rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    rejection_sft: TrainStageConfig = dataclasses.field(default_factory=TrainStageConfig)
+    final_rl: GRPOStageConfig = dataclasses.field(default_factory=GRPOStageConfig)
+    student_base: TrainStageConfig = dataclasses.field(default_factory=TrainStageConfig)
+    student_rl: GRPOStageConfig = dataclasses.field(default_factory=GRPOStageConfig)
     distill_data: DataSetConfig = dataclasses.field(default_factory=DataSetConfig)
-    student_sft: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
-    student_logit: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
-    logit: LogitDistillConfig = dataclasses.field(default_factory=LogitDistillConfig)
-    # Give student_sft / student_logit the student FLOPs of student_rl (steps derived, not set).
+    student_sft: TrainStageConfig = dataclasses.field(default_factory=TrainStageConfig)
+    student_logit: LogitStageConfig = dataclasses.field(default_factory=LogitStageConfig)
+    # Stages with `compute_of` get the student FLOPs of that GRPO stage (their steps derived).
     match_student_compute: bool = True
+
+
+# The config type each stage kind takes.
+KIND_CONFIGS = {"pretrain": TrainStageConfig, "sft": TrainStageConfig,
+                "logit_distill": LogitStageConfig, "grpo": GRPOStageConfig,
+                "worked_solutions": DataSetConfig, "rejection_samples": DataSetConfig}

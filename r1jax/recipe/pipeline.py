@@ -1,14 +1,15 @@
-"""The R1 recipe in miniature, stage by stage (the stage list is in r1jax/recipe/config.py).
+"""The R1 recipe in miniature, run from the stage table (r1jax/recipe/stages.py).
 
-Every stage writes to `workdir/<stage>/` and starts from the checkpoint of the stage it builds on;
-each is resumable (the training loops restore their own checkpoints) and, once finished, is
-evaluated on one held-out set and recorded in `workdir/eval.json` and `workdir/<stage>/eval.md`.
-A finished stage is skipped on the next run; a stage whose config asks for more steps than it
-ran resumes and is evaluated again. Stages downstream of a changed stage are not invalidated:
-to rerun them, use a new workdir (or delete their directories and eval.json entries).
+Every stage writes `workdir/<stage>/` (training) or `workdir/data/<stage>.jsonl` (data), starts
+from what its record names, resumes from its own checkpoints, and once finished is recorded in
+`workdir/eval.json` (and `<stage>/eval.md`): its held-out evaluation for a training stage, its
+sampling statistics for a data stage. A recorded stage is skipped on the next run; a training
+stage whose config asks for more steps than it recorded resumes and is evaluated again. Stages
+downstream of a changed stage are not invalidated: to rerun them, use a new workdir (or delete
+their directories and eval.json entries).
 
-The teacher and the student share the tokenizer trained in `base/`, so logit distillation
-compares distributions over one vocabulary.
+With several processes every process runs every stage (sampling and training are global
+computations) and only process 0 writes the shared files; the others wait for them.
 """
 
 from __future__ import annotations
@@ -18,234 +19,223 @@ import json
 import os
 import time
 
-import jax
-
 from r1jax import data as rdata
 from r1jax.data import tasks
 from r1jax.data.chat import completion_of
 from r1jax.distill.distill_step import distill_step_fn, teacher_topk_batch
 from r1jax.distill.rejection import rejection_sample, write_sft_jsonl
 from r1jax.distill.teacher_kl import heldout_teacher_kl
-from r1jax.eval.evaluate import evaluate
+from r1jax.distributed import is_main, on_main
+from r1jax.eval.evaluate import evaluate, heldout_set
 from r1jax.eval.tables import format_table
-from r1jax.recipe.compute import match_sft_steps, rl_student_flops, sft_student_flops
-from r1jax.recipe.config import STAGES, DataSetConfig, PipelineConfig
-from r1jax.rl import rewards
-from r1jax.rl.grpo_loop import POLICY_PATH, RLConfig, run_grpo
-from r1jax.rl.sampling import SamplingConfig
-from r1jax.train import loop
+from r1jax.recipe import stages as table
+from r1jax.recipe.compute import match_sft_steps, rl_flops, sft_flops
+from r1jax.recipe.config import KIND_CONFIGS, PipelineConfig
+from r1jax.rl import grpo_stage
+from r1jax.rollout import SamplingConfig
+from r1jax.sharding import make_mesh
+from r1jax.train import supervised
 from r1jax.train.checkpoint import latest_step, load_params
-from r1jax.train.experiment import ExperimentConfig, to_dict
-
-TEACHER_STAGES = ("base", "r1_zero", "cold_start", "reasoning_rl", "rejection_sft", "final_rl")
-RL_STAGES = ("r1_zero", "reasoning_rl", "final_rl", "student_rl")
-# What each trained stage starts from (None: from scratch).
-STARTS_FROM = {"base": None, "r1_zero": "base", "cold_start": "base", "reasoning_rl": "cold_start",
-               "rejection_sft": "base", "final_rl": "rejection_sft", "student_base": None,
-               "student_rl": "student_base", "student_sft": "student_base",
-               "student_logit": "student_base"}
-# Which stage's policy samples each generated data set, and the JSONL it is written to.
-DATA_SOURCES = {"rejection_data": ("reasoning_rl", "rejection.jsonl"),
-                "distill_data": ("final_rl", "distill.jsonl")}
+from r1jax.train.experiment import to_dict
 
 
 class Pipeline:
-    def __init__(self, cfg: PipelineConfig, workdir: str):
-        self.cfg, self.workdir = cfg, os.path.abspath(workdir)
-        os.makedirs(os.path.join(self.workdir, "data"), exist_ok=True)
-        with open(os.path.join(self.workdir, "config.json"), "w") as f:
-            json.dump(to_dict(cfg), f, indent=2, default=str)
+    def __init__(self, cfg: PipelineConfig, workdir: str, stages=table.STAGES):
+        self.cfg, self.workdir, self.stages = cfg, os.path.abspath(workdir), stages
+        for s in stages:
+            expected = KIND_CONFIGS[s.kind]
+            if not isinstance(getattr(cfg, s.name, None), expected):
+                raise TypeError(f"PipelineConfig.{s.name} must be a {expected.__name__} for a "
+                                f"{s.kind} stage, got {type(getattr(cfg, s.name, None)).__name__}")
         self.results_path = os.path.join(self.workdir, "eval.json")
+
+        def write_config():
+            os.makedirs(os.path.join(self.workdir, "data"), exist_ok=True)
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                json.dump(to_dict(cfg), f, indent=2, default=str)
+
+        on_main("pipeline config", write_config)
         self.results = (json.load(open(self.results_path)) if os.path.exists(self.results_path)
                         else {})
-        self.problems = rdata.heldout_problems(cfg.task, num_problems=cfg.eval.num_problems,
-                                               **dict(cfg.task_kwargs))
         self._tok = None
 
-    # ------------------------------------------------------------------ paths and params
-    def stage_dir(self, stage: str) -> str:
-        return os.path.join(self.workdir, stage)
+    # ------------------------------------------------------------------ paths, models, params
+    def stage_dir(self, name: str) -> str:
+        return os.path.join(self.workdir, name)
 
-    def checkpoints(self, stage: str) -> str:
-        return os.path.join(self.stage_dir(stage), "checkpoints")
+    def output(self, name: str) -> str:
+        return os.path.join(self.workdir, table.stage(name, self.stages).writes)
 
-    def model_of(self, stage: str):
-        return (self.cfg.base if stage in TEACHER_STAGES else self.cfg.student_base).model
+    def model_of(self, name: str):
+        """A pretraining stage's own model; otherwise that of the stage it starts from (training)
+        or of the policy it samples (data)."""
+        s = table.stage(name, self.stages)
+        if s.kind == table.PRETRAIN:
+            return getattr(self.cfg, name).model
+        return self.model_of(s.starts_from or s.teacher)
 
-    def params(self, stage: str):
-        path = POLICY_PATH if stage in RL_STAGES else ("params",)
-        return load_params(self.model_of(stage), self.checkpoints(stage), mesh=self.cfg.base.mesh,
-                           path=path)
-
-    @property
-    def tokenizer_path(self) -> str:
-        d = self.cfg.base.data
-        return os.path.join(self.stage_dir("base"), f"tokenizer_v{d.vocab_size}_s{d.seed}.model")
+    def params(self, name: str, mesh_cfg=None):
+        """The final params of training stage `name`, on `mesh_cfg` (default: that stage's mesh)."""
+        return load_params(self.model_of(name), self.output(name),
+                           mesh=mesh_cfg or getattr(self.cfg, name).mesh)
 
     @property
     def tok(self):
+        """The tokenizer every stage shares, trained by the stage whose record has none."""
         if self._tok is None:
-            self._tok = rdata.Tokenizer(self.tokenizer_path)
+            source = next(s.name for s in self.stages if s.tokenizer is None)
+            d = getattr(self.cfg, source).data
+            self._tok = rdata.Tokenizer(os.path.join(
+                self.stage_dir(source), f"tokenizer_v{d.vocab_size}_s{d.seed}.model"))
         return self._tok
 
     # ------------------------------------------------------------------ bookkeeping
-    def steps_of(self, stage: str) -> int:
-        if stage in DATA_SOURCES:
+    def steps_of(self, name: str) -> int:
+        """A training stage's steps (derived from `compute_of` where the config asks); 0 for data."""
+        s = table.stage(name, self.stages)
+        if s.is_data:
             return 0
-        run = getattr(self.cfg, stage)
-        return run.steps if isinstance(run, RLConfig) else self.train_config(stage).train.steps
+        cfg = getattr(self.cfg, name)
+        if s.compute_of is None or not self.cfg.match_student_compute:
+            return cfg.train.steps
+        return match_sft_steps(self.model_of(name), getattr(self.cfg, s.compute_of),
+                               cfg.data.batch_size, cfg.data.seq_len)
 
-    def done(self, stage: str) -> bool:
-        entry = self.results.get(stage)
-        return entry is not None and entry.get("steps") == self.steps_of(stage)
+    def done(self, name: str) -> bool:
+        entry = self.results.get(name)
+        return entry is not None and entry.get("steps") == self.steps_of(name)
 
-    def record(self, stage: str, entry: dict) -> None:
-        entry = {**entry, "steps": self.steps_of(stage)}
-        self.results[stage] = entry
-        with open(self.results_path, "w") as f:
-            json.dump(self.results, f, indent=2)
-        os.makedirs(self.stage_dir(stage), exist_ok=True)
-        shown = {k: v for k, v in entry.items() if isinstance(v, (int, float, str))}
-        with open(os.path.join(self.stage_dir(stage), "eval.md"), "w") as f:
-            f.write(f"{stage}: held-out {self.cfg.task}\n\n{format_table([shown], list(shown))}")
+    def record(self, name: str, entry: dict) -> None:
+        entry = {**entry, "steps": self.steps_of(name)}
+        self.results[name] = entry
 
-    def evaluate(self, stage: str, params) -> dict:
-        return evaluate(self.model_of(stage), params, self.tok, self.problems, self.cfg.eval,
-                        max_prompt_len=self.cfg.r1_zero.max_prompt_len)
+        def write():
+            with open(self.results_path, "w") as f:
+                json.dump(self.results, f, indent=2)
+            os.makedirs(self.stage_dir(name), exist_ok=True)
+            shown = {k: v for k, v in entry.items() if isinstance(v, (int, float, str))}
+            cfg = getattr(self.cfg, name)
+            what = f"held-out {cfg.eval.task}" if hasattr(cfg, "eval") else "data set"
+            with open(os.path.join(self.stage_dir(name), "eval.md"), "w") as f:
+                f.write(f"{name}: {what}\n\n{format_table([shown], list(shown))}")
 
-    # ------------------------------------------------------------------ stage kinds
-    def train_config(self, stage: str) -> ExperimentConfig:
-        """The stage's ExperimentConfig with its data, tokenizer and starting point filled in."""
-        cfg: ExperimentConfig = getattr(self.cfg, stage)
-        source = STARTS_FROM[stage]
-        data = cfg.data
-        if stage != "base":  # every later stage reads the teacher's tokenizer
-            data = dataclasses.replace(data, tokenizer_path=self.tokenizer_path)
-        sets = {"cold_start": "cold_start.jsonl", "rejection_sft": "rejection.jsonl",
-                "student_sft": "distill.jsonl", "student_logit": "distill.jsonl"}
-        if stage in sets:
-            data = dataclasses.replace(data, task=os.path.join(self.workdir, "data", sets[stage]),
-                                       mode="sft")
+        on_main(f"record {name}", write)
+
+    # ------------------------------------------------------------------ training stages
+    def stage_config(self, s: table.Stage):
+        """The stage's own config with what the table wires filled in: the checkpoint it starts
+        from, the tokenizer it reads, the data set it trains on, steps matched to `compute_of`."""
+        cfg = getattr(self.cfg, s.name)
         train = cfg.train
-        if source is not None:
-            train = dataclasses.replace(train, init_from=self.checkpoints(source))
-        if stage in ("student_sft", "student_logit") and self.cfg.match_student_compute:
-            student = self.cfg.student_base.model
-            steps = match_sft_steps(student, self.cfg.student_rl, data.batch_size, data.seq_len)
+        if s.starts_from is not None:
+            train = dataclasses.replace(train, init_from=self.output(s.starts_from))
+        if s.kind == table.GRPO:
+            return dataclasses.replace(cfg, train=train)
+        data = cfg.data
+        if s.tokenizer is not None:
+            data = dataclasses.replace(data, tokenizer_path=self.tok.model_path)
+        if s.data is not None:
+            data = dataclasses.replace(data, task=self.output(s.data), mode="sft")
+        if self.steps_of(s.name) != train.steps:
+            steps = self.steps_of(s.name)
             train = dataclasses.replace(train, steps=steps, ckpt_every=steps)
-        return dataclasses.replace(cfg, name=stage, data=data, train=train)
+        return dataclasses.replace(cfg, name=s.name, model=self.model_of(s.name), data=data,
+                                   train=train)
 
-    def run_train(self, stage: str) -> dict:
-        cfg = self.train_config(stage)
-        if stage == "student_logit":
-            teacher_cfg, teacher = self.model_of("final_rl"), self.params("final_rl")
-            lc = self.cfg.logit
+    def train(self, s: table.Stage) -> dict:
+        """Run (or resume) a training stage; returns its compute as a table entry."""
+        cfg, model = self.stage_config(s), self.model_of(s.name)
+        if s.kind == table.GRPO:
+            grpo_stage.run(model, cfg, self.tok, self.stage_dir(s.name), name=s.name)
+            return {"TFLOP": rl_flops(model, cfg) / 1e12}
+        if s.kind == table.LOGIT_DISTILL:
+            teacher_cfg, teacher = self.model_of(s.teacher), self.params(s.teacher, cfg.mesh)
+            lc = cfg.logit
             k = lc.topk or teacher_cfg.vocab_size
 
-            def step_for(cfg, tx, lr):
-                return distill_step_fn(cfg.model, tx, kind=lc.kind, temperature=lc.temperature,
-                                       beta=lc.beta, hard_label_weight=lc.hard_label_weight,
-                                       topk=k, grad_accum=cfg.train.grad_accum, lr_schedule=lr)
+            def make_step(tx, lr):
+                return distill_step_fn(model, tx, kind=lc.kind, temperature=lc.temperature,
+                                       beta=lc.beta, hard_label_weight=lc.hard_label_weight, topk=k,
+                                       grad_accum=cfg.train.grad_accum,
+                                       bias_update_speed=cfg.train.bias_update_speed, lr_schedule=lr)
 
-            def prepare_batch(batch):
+            def with_teacher(batch):
                 return {**batch, **teacher_topk_batch(teacher_cfg, teacher, batch, k, lc.temperature)}
 
-            loop.run(cfg, self.stage_dir(stage), step_for=step_for, prepare_batch=prepare_batch)
+            supervised.run(cfg, self.stage_dir(s.name), make_step=make_step, transform=with_teacher)
         else:
-            loop.run(cfg, self.stage_dir(stage))
-        entry = {}
-        if stage in ("student_sft", "student_logit"):  # the compute spent after the base
-            entry["student TFLOP"] = sft_student_flops(cfg.model, cfg.data, cfg.train.steps) / 1e12
+            supervised.run(cfg, self.stage_dir(s.name))
+        return {} if s.kind == table.PRETRAIN else {"TFLOP": sft_flops(model, cfg.data, cfg.train.steps) / 1e12}
+
+    def evaluate(self, s: table.Stage) -> dict:
+        cfg = getattr(self.cfg, s.name)
+        params, problems = self.params(s.name), heldout_set(cfg.eval)
+        entry = evaluate(self.model_of(s.name), params, self.tok, problems, cfg.eval,
+                         mesh=make_mesh(cfg.mesh))
+        if s.teacher is not None:
+            entry["KL to teacher"] = heldout_teacher_kl(
+                self.model_of(s.name), params, self.model_of(s.teacher),
+                self.params(s.teacher, cfg.mesh), self.tok, problems, seq_len=cfg.eval.kl_seq_len)
         return entry
 
-    def run_rl(self, stage: str) -> dict:
-        rl: RLConfig = getattr(self.cfg, stage)
-        rl = dataclasses.replace(rl, task=self.cfg.task, task_kwargs=self.cfg.task_kwargs)
-        run_grpo(self.model_of(stage), rl, self.tok, self.checkpoints(STARTS_FROM[stage]),
-                 self.checkpoints(stage), mesh=self.cfg.base.mesh, log_dir=self.stage_dir(stage),
-                 init_path=POLICY_PATH if STARTS_FROM[stage] in RL_STAGES else ("params",))
-        if stage == "student_rl":
-            return {"student TFLOP": rl_student_flops(self.model_of(stage), rl) / 1e12}
-        return {}
-
-    def make_cold_start_set(self) -> None:
-        """A small set of clean worked solutions (R1's cold start: a few thousand readable
+    # ------------------------------------------------------------------ data stages
+    def make_worked_solutions(self, s: table.Stage) -> dict:
+        """Clean worked solutions of training problems (R1's cold start: a few thousand readable
         long-CoT examples), from a stream apart from the RL prompts'."""
-        d = self.cfg.cold_start_data
-        problems = rdata.distinct_problems(self.cfg.task, num_problems=d.num_prompts, seed=d.seed,
-                                           split=tasks.TRAIN, **dict(self.cfg.task_kwargs))
-        records = [{"prompt": p["prompt"], "completion": completion_of(p),
-                    "answer": p["answer"], "source": f"{self.cfg.task} generator, seed {d.seed}"}
+        d = getattr(self.cfg, s.name)
+        problems = rdata.distinct_problems(d.task, num_problems=d.num_prompts, seed=d.seed,
+                                           split=tasks.TRAIN, **dict(d.task_kwargs))
+        records = [{**{k: v for k, v in p.items() if k not in ("reasoning", "noisy")},
+                    "completion": completion_of(p), "source": f"{d.task} generator, seed {d.seed}"}
                    for p in problems]
-        write_sft_jsonl(records, os.path.join(self.workdir, "data", "cold_start.jsonl"))
+        on_main(f"write {s.name}", lambda: write_sft_jsonl(records, self.output(s.name)))
+        return {"examples": len(records)}
 
-    def make_rejection_set(self, name: str) -> dict:
-        """Rejection-sample the source stage's policy on training prompts; write the kept set."""
-        source, filename = DATA_SOURCES[name]
-        d: DataSetConfig = getattr(self.cfg, name)
-        problems = rdata.distinct_problems(self.cfg.task, num_problems=d.num_prompts, seed=d.seed,
-                                           split=tasks.TRAIN, **dict(self.cfg.task_kwargs))
+    def make_rejection_samples(self, s: table.Stage) -> dict:
+        """Rejection-sample the teacher stage's policy on training prompts; write the kept set."""
+        d = getattr(self.cfg, s.name)
+        problems = rdata.distinct_problems(d.task, num_problems=d.num_prompts, seed=d.seed,
+                                           split=tasks.TRAIN, **dict(d.task_kwargs))
         sampling = SamplingConfig(max_new_tokens=d.max_new_tokens, temperature=d.temperature,
                                   top_p=d.top_p)
         records, stats = rejection_sample(
-            self.model_of(source), self.params(source), self.tok, problems, k=d.k,
-            reward_fn=rewards.accuracy_reward, threshold=d.min_reward, sampling=sampling,
-            seed=d.seed, teacher_name=self.checkpoints(source),
-            max_prompt_len=self.cfg.r1_zero.max_prompt_len, require_format=d.require_format)
+            self.model_of(s.teacher), self.params(s.teacher, d.mesh), self.tok, problems, k=d.k,
+            sampling=sampling, prompts_per_batch=d.prompts_per_batch, seed=d.seed,
+            teacher_name=self.output(s.teacher), require_correct=d.require_correct,
+            require_format=d.require_format, min_language_consistency=d.min_language_consistency,
+            max_prompt_len=d.max_prompt_len, mesh=make_mesh(d.mesh))
         if not records:
-            raise RuntimeError(f"{name}: rejection sampling kept 0 of {stats['sampled']} samples "
-                               f"of {source}; train {source} longer or lower {name}.min_reward")
-        write_sft_jsonl(records, os.path.join(self.workdir, "data", filename))
+            raise RuntimeError(f"{s.name}: rejection sampling kept 0 of {stats['sampled']} samples "
+                               f"of {s.teacher}; train {s.teacher} longer or relax {s.name}'s filters")
+        on_main(f"write {s.name}", lambda: write_sft_jsonl(records, self.output(s.name)))
         return {"sampled": stats["sampled"], "kept": stats["kept"],
                 "acceptance": 100 * stats["acceptance"]}
 
     # ------------------------------------------------------------------ driver
-    def run_stage(self, stage: str) -> None:
-        if self.done(stage):
+    def run_stage(self, s: table.Stage) -> None:
+        if self.done(s.name):
             return
-        print(f"\n=== {stage}")
+        if is_main():
+            print(f"\n=== {s.name} ({s.kind})")
         t0 = time.perf_counter()
-        if stage in DATA_SOURCES:
-            self.record(stage, {**self.make_rejection_set(stage),
-                                "seconds": time.perf_counter() - t0})
-            return
-        if stage == "cold_start":
-            self.make_cold_start_set()
-        entry = self.run_rl(stage) if stage in RL_STAGES else self.run_train(stage)
-        reached = latest_step(self.checkpoints(stage))
-        if reached != self.steps_of(stage):  # SIGTERM / Ctrl-C: saved, not finished
-            raise SystemExit(f"{stage} stopped at step {reached} of {self.steps_of(stage)} "
-                             "(checkpoint saved); rerun the same command to resume")
-        params = self.params(stage)
-        entry.update(self.evaluate(stage, params))
-        if stage.startswith("student"):
-            entry["KL to teacher"] = heldout_teacher_kl(
-                self.model_of(stage), params, self.model_of("final_rl"), self.params("final_rl"),
-                self.tok, self.problems, seq_len=self.cfg.student_base.data.seq_len)
+        if s.kind == table.WORKED_SOLUTIONS:
+            entry = self.make_worked_solutions(s)
+        elif s.kind == table.REJECTION_SAMPLES:
+            entry = self.make_rejection_samples(s)
+        else:
+            entry = self.train(s)
+            reached = latest_step(self.output(s.name))
+            if reached != self.steps_of(s.name):  # SIGTERM / Ctrl-C: saved, not finished
+                raise SystemExit(f"{s.name} stopped at step {reached} of {self.steps_of(s.name)} "
+                                 "(checkpoint saved); rerun the same command to resume")
+            entry.update(self.evaluate(s))
         entry["seconds"] = time.perf_counter() - t0  # this run of the stage, eval included
-        self.record(stage, entry)
+        self.record(s.name, entry)
 
 
-def needed_stages(wanted: tuple[str, ...]) -> list[str]:
-    """`wanted` and everything they build on, in pipeline order."""
-    depends = {**STARTS_FROM, "rejection_data": "reasoning_rl", "distill_data": "final_rl"}
-    # The student reads the teacher's tokenizer and is measured against the final teacher.
-    extra = {"rejection_sft": ("rejection_data",), "student_sft": ("distill_data",),
-             "student_logit": ("distill_data",), "student_base": ("base", "final_rl")}
-    need, todo = set(), list(wanted)
-    while todo:
-        stage = todo.pop()
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        if stage not in need:
-            need.add(stage)
-            todo += [s for s in (depends.get(stage), *extra.get(stage, ())) if s]
-    return [s for s in STAGES if s in need]
-
-
-def run(cfg: PipelineConfig, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
-    """Run (or resume) `stages` and what they need; returns eval.json's contents."""
+def run(cfg: PipelineConfig, workdir: str, wanted=table.STAGE_NAMES) -> dict:
+    """Run (or resume) the `wanted` stages and what they need; returns eval.json's contents."""
     pipeline = Pipeline(cfg, workdir)
-    for stage in needed_stages(stages):
-        pipeline.run_stage(stage)
+    for s in table.needed_stages(wanted):
+        pipeline.run_stage(s)
     return pipeline.results

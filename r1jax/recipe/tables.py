@@ -51,9 +51,10 @@ def distill_vs_rl_table(results: dict) -> str:
     rows = []
     for name, stage in DISTILL_ROWS:
         entry = results.get(stage, {})
+        student = stage != DISTILL_ROWS[0][1]  # the first row is the teacher
         rows.append({"model": name, "pass@1": entry.get("pass@1"), cons: entry.get(cons),
                      "KL to teacher (nats/token)": _sig(entry.get("KL to teacher")),
-                     "student TFLOP": _sig(entry.get("student TFLOP"))})
+                     "student TFLOP": _sig(entry.get("TFLOP")) if student else None})
     columns = ["model", "pass@1", cons, "KL to teacher (nats/token)", "student TFLOP"]
     return format_table(rows, columns)
 
@@ -66,3 +67,13 @@ def _sig(value: float | None) -> str | None:
 def make_table(table: str, results: dict) -> str:
     needed(table)  # validates the name
     return stages_table(results) if table == "stages" else distill_vs_rl_table(results)
+
+
+def title(table: str, cfg) -> str:
+    """What the table's numbers are: the held-out set and sampling of its stages (a PipelineConfig)."""
+    evals = {stage: getattr(cfg, stage).eval for stage in needed(table)}
+    first = next(iter(evals.values()))
+    same = all(e == first for e in evals.values())
+    text = (f"{first.task} {dict(first.task_kwargs)}: held-out {first.num_problems} problems, "
+            f"pass@1 over k={first.k} at T={first.temperature}, top-p={first.top_p}")
+    return text if same else text + " (stages differ in their eval settings: see <stage>/eval.md)"

@@ -1,24 +1,25 @@
 """`grpo_step(state, batch) -> (state, metrics)`: the GRPO loss plugged into the shared step.
 
-The batch is built on the host from a sampling round (`grpo_batch`): prompt + completion as one
+The batch is built on the host from a rollout (`grpo_batch`): prompt + completion as one
 sequence, the completion tokens as the loss mask, the behaviour logprobs (pi_old, from the
-sampler), the reference logprobs (pi_ref, from `sequence_logprobs` with frozen params) and one
-advantage per sequence.
+sampler) and one advantage per sequence; the reference logprobs (pi_ref, `sequence_logprobs` with
+frozen params) are added on the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from r1jax import models
 from r1jax.config import ModelConfig
 from r1jax.nn.logprobs import token_logprobs
 from r1jax.rl.grpo import aggregation_normalizer, grpo_loss
-from r1jax.train.steps import make_step
+from r1jax.rollout import Rollout
+from r1jax.train.steps import make_step, step_aux
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,23 +37,27 @@ class GRPOConfig:
     overlong_cache_len: int = 0  # DAPO soft overlong punishment over the last N tokens; 0 = off
 
 
-def grpo_batch(prompt_tokens, prompt_mask, sampled: dict, advantages) -> dict:
-    """One sequence per sample: [prompt (P) | completion (N)], shifted for next-token logprobs.
+def grpo_batch(rollout: Rollout, advantages: np.ndarray, completion_mask: np.ndarray | None = None
+               ) -> dict:
+    """One host sequence per sample: [prompt (P) | completion (N)], shifted for next-token
+    logprobs. `completion_mask` (R, N) narrows the loss to fewer completion tokens (default: the
+    rollout's generated tokens; DAPO's dynamic sampling zeroes whole groups).
 
-    prompt_tokens/prompt_mask (R, P) already repeated per sample; sampled from `sample`.
-    Returns inputs/targets/attention_mask/positions/loss_mask/old_logp (R, P+N-1), advantages (R,).
+    Returns inputs/targets/attention_mask/positions/loss_mask/old_logp (R, P+N-1) and
+    advantages (R,), numpy.
     """
-    seq = jnp.concatenate([prompt_tokens, sampled["tokens"]], axis=1)  # (R, P+N)
-    valid = jnp.concatenate([prompt_mask.astype(jnp.bool_), sampled["mask"]], axis=1)
-    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
-    p = prompt_tokens.shape[1]
+    generated = rollout.mask if completion_mask is None else completion_mask
+    seq = np.concatenate([rollout.prompt_tokens, rollout.tokens], axis=1)  # (R, P+N)
+    valid = np.concatenate([rollout.prompt_mask, rollout.mask], axis=1)
+    positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
+    rows, p = rollout.prompt_tokens.shape
     # Target j is token j+1: the generated token i sits at target index P-1+i.
-    zeros = jnp.zeros((seq.shape[0], p - 1))
-    return {"inputs": seq[:, :-1], "targets": seq[:, 1:], "attention_mask": valid[:, :-1],
-            "positions": positions[:, :-1].astype(jnp.int32),
-            "loss_mask": jnp.concatenate([zeros.astype(jnp.bool_), sampled["mask"]], axis=1),
-            "old_logp": jnp.concatenate([zeros, sampled["logprobs"]], axis=1),
-            "advantages": advantages.astype(jnp.float32)}
+    zeros = np.zeros((rows, p - 1))
+    return {"inputs": seq[:, :-1].astype(np.int32), "targets": seq[:, 1:].astype(np.int32),
+            "attention_mask": valid[:, :-1], "positions": positions[:, :-1].astype(np.int32),
+            "loss_mask": np.concatenate([zeros.astype(bool), generated], axis=1),
+            "old_logp": np.concatenate([zeros, rollout.logprobs], axis=1).astype(np.float32),
+            "advantages": np.asarray(advantages, np.float32)}
 
 
 def _logprobs(cfg: ModelConfig, params, batch):
@@ -61,15 +66,16 @@ def _logprobs(cfg: ModelConfig, params, batch):
     return token_logprobs(logits, batch["targets"]), aux
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
 def sequence_logprobs(cfg: ModelConfig, params, batch) -> jax.Array:
-    """log pi(target) per position (R, T) for a grpo_batch: the reference policy's logprobs."""
+    """log pi(target) per position (R, T) for a grpo_batch: the reference policy's logprobs
+    (jit it with the batch's sharding as out_shardings, as the GRPO stage does)."""
     return _logprobs(cfg, params, batch)[0]
 
 
 def grpo_step_fn(model_cfg: ModelConfig, tx, gcfg: GRPOConfig, *, grad_accum: int = 1,
                  bias_update_speed: float = 0.0, lr_schedule=None):
-    """Pure `grpo_step(state, batch)`; batch from `grpo_batch` plus `ref_logp`."""
+    """Pure `grpo_step(state, batch)`: `gcfg.inner_updates` (mu) policy updates on one batch from
+    `grpo_batch` plus `ref_logp`; metrics of the last update."""
 
     def norms_fn(batch):
         return {"normalizer": aggregation_normalizer(batch["loss_mask"], gcfg.aggregation,
@@ -87,9 +93,18 @@ def grpo_step_fn(model_cfg: ModelConfig, tx, gcfg: GRPOConfig, *, grad_accum: in
         metrics = {k: (v if k in ("loss", "num_tokens") else v / grad_accum) for k, v in metrics.items()
                    if k != "ratio_max"}
         metrics["loss"] = loss
-        return loss, {"expert_load": aux["expert_load"],
-                      "mtp_expert_load": jnp.zeros((0, model_cfg.n_routed_experts)),
-                      "metrics": metrics}
+        return loss, step_aux(aux, metrics)
 
-    return make_step(model_cfg, tx, loss_fn, norms_fn, grad_accum=grad_accum,
-                     bias_update_speed=bias_update_speed, lr_schedule=lr_schedule)
+    update = make_step(model_cfg, tx, loss_fn, norms_fn, grad_accum=grad_accum,
+                       bias_update_speed=bias_update_speed, lr_schedule=lr_schedule)
+    if gcfg.inner_updates == 1:
+        return update
+
+    def grpo_step(state, batch):
+        # mu updates on one sampled batch, each against the same pi_old (the sampler's logprobs):
+        # the clipped ratio is what keeps them close [GRPO, S8 §4.1.1].
+        state, metrics = jax.lax.scan(lambda s, _: update(s, batch), state,
+                                      length=gcfg.inner_updates)
+        return state, jax.tree.map(lambda m: m[-1], metrics)  # the last update's metrics
+
+    return grpo_step

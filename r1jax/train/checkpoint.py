@@ -13,6 +13,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+# Where every stage's checkpoint keeps its params: the loop saves {"train": TrainState, ...}.
+PARAMS_PATH = ("train", "params")
+
+
 class Checkpointer:
     def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
         self.directory = os.path.abspath(directory)
@@ -67,10 +71,9 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 
 def restore_params(directory: str, abstract_params, step: int | None = None,
-                   path: tuple[str, ...] = ("params",)):
+                   path: tuple[str, ...] = PARAMS_PATH):
     """Only the params of a checkpoint (to start the next stage of a pipeline). `path` locates
-    them in the saved state: ("params",) for a TrainState, ("train", "params") for a GRPO run's
-    {"train": TrainState, "ref": params}."""
+    them in the saved state (the loop's layout by default)."""
     directory = os.path.abspath(directory)
     abstract_params = on_default_device(abstract_params)
     if not os.path.isdir(directory):
@@ -94,7 +97,7 @@ def restore_params(directory: str, abstract_params, step: int | None = None,
     return out
 
 
-def load_params(model_cfg, directory: str, *, mesh=None, path: tuple[str, ...] = ("params",),
+def load_params(model_cfg, directory: str, *, mesh=None, path: tuple[str, ...] = PARAMS_PATH,
                 step: int | None = None):
     """The params of `model_cfg` from a checkpoint directory, sharded over `mesh` (a
     MeshConfig; default: all devices on the data axis)."""

@@ -1,27 +1,39 @@
-"""The training loop: one readable function, in phases (Mesh, Data, Model, Shard, Checkpoint,
-Step, Loop). Pretraining and SFT run here; GRPO and distillation reuse the pieces."""
+"""The training loop: one readable function that runs every stage, in phases (Mesh, Model and
+optimizer, Shard, Checkpoint, Step, Loop).
+
+It takes a step builder and a batch source. Pretraining, SFT and logit distillation draw batches
+from a data pipeline (`r1jax.train.supervised`); GRPO draws them from rollouts of the policy being
+trained (`r1jax.rl.grpo_stage`). Whatever the source, the loop enters the mesh (activation
+shardings, expert parallelism), forbids implicit host<->device copies around the step, saves a
+checkpoint on SIGTERM / Ctrl-C and every `ckpt_every` steps, writes files from process 0 only,
+logs metrics, shows a progress bar, and resumes from its last checkpoint with the batch source
+where it was.
+
+Checkpoint layout (orbax): item "state" = {"train": TrainState, **source.extra_arrays()} and item
+"data" = source.get_state(). A stage's params are at ("train", "params") (`PARAMS_PATH`), for
+every kind of stage.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import time
+from typing import Callable
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from r1jax import data as rdata
+from r1jax import models
 from r1jax.models.counting import train_flops_per_token
-from r1jax.sharding import batch_sharding, make_mesh, replicated
-from r1jax.train.checkpoint import Checkpointer, abstract_with_shardings, restore_params
-from r1jax.train.experiment import ExperimentConfig, to_dict
+from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, replicated
+from r1jax.train.checkpoint import PARAMS_PATH, Checkpointer, abstract_with_shardings, restore_params
+from r1jax.train.experiment import TrainConfig
 from r1jax.train.metrics_log import MetricsLog
-from r1jax.train.optim import learning_rate, make_optimizer
-from r1jax.train.state import init_state, state_shardings
-from r1jax.train.steps import sft_step_fn
+from r1jax.train.optim import OptimConfig, learning_rate, make_optimizer
+from r1jax.train.state import init_state, state_from_params, state_shardings
 
 
 class StopRequested:
@@ -44,139 +56,124 @@ class StopRequested:
             signal.signal(sig, handler)
 
 
-def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN):
-    d = cfg.data
-    knobs = dict(d.task_kwargs)
-    if d.task == "corpus":
-        examples = rdata.corpus_dataset(seed=d.seed, task_names=tuple(d.corpus_tasks),
-                                        noise_rate=d.noise_rate,
-                                        task_kwargs={t: knobs for t in d.corpus_tasks})
-    elif d.task in ("arithmetic", "countdown"):
-        examples = rdata.task_dataset(d.task, seed=d.seed, split=split, **knobs)
-    elif d.task.endswith((".jsonl", ".parquet")):
-        examples = rdata.file_dataset([d.task])
-    else:
-        raise ValueError(f"data.task={d.task!r}: use corpus, arithmetic, countdown or a .jsonl/.parquet path")
-    make = {"pretrain": rdata.pretraining_batches, "sft": rdata.sft_batches}
-    if d.mode not in make:
-        raise ValueError(f"data.mode={d.mode!r}: choose one of {sorted(make)}")
-    if d.process_split not in ("slice", "disjoint"):
-        raise ValueError(f"data.process_split={d.process_split!r}: choose 'slice' or 'disjoint'")
-    disjoint = d.process_split == "disjoint"
-    return make[d.mode](examples, tok, seq_len=d.seq_len, batch_size=d.batch_size, seed=d.seed,
-                        num_shards=jax.process_count() if disjoint else 1,
-                        shard_index=jax.process_index() if disjoint else 0)
+class BatchSource:
+    """Where the loop's batches come from. Subclasses override what they need.
+
+    `next` returns (batch, host_metrics): the batch as global arrays laid out for the step (rows
+    over the batch axes), and host-side numbers to log with the step's metrics. The iterator
+    state (`get_state` / `set_state`, JSON) and any `extra_arrays` (e.g. GRPO's reference
+    policy) are saved in every checkpoint and handed back on resume, before `start`.
+    """
+
+    def start(self, mesh, state) -> None:
+        """Called once under the mesh, after the state is initialised or restored."""
+
+    def next(self, state) -> tuple[dict, dict]:
+        raise NotImplementedError(f"{type(self).__name__} must implement next(state)")
+
+    def after_step(self, state, step: int) -> None:
+        """Called after every step with the new state and the number of steps done."""
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, data_state: dict) -> None:
+        """Restore the iterator state `get_state` saved."""
+
+    def abstract_extra(self, abstract_params) -> dict:
+        """Shapes and shardings of `extra_arrays` (given the params', as ShapeDtypeStructs with
+        shardings), to restore them from a checkpoint."""
+        return {}
+
+    def extra_arrays(self) -> dict:
+        return {}
+
+    def restore_extra(self, arrays: dict) -> None:
+        """Take back the `extra_arrays` read from a checkpoint."""
 
 
-def process_rows(cfg: ExperimentConfig, batch: dict) -> dict:
-    """This process's rows of a global batch (process_split="slice")."""
-    if cfg.data.process_split != "slice" or jax.process_count() == 1:
-        return batch
-    rows = cfg.data.batch_size // jax.process_count()
-    lo = jax.process_index() * rows
-    return {k: np.asarray(v)[lo:lo + rows] for k, v in batch.items()}
+def host_metrics(metrics) -> dict:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def check_batch_divisible(cfg: ExperimentConfig, mesh) -> None:
-    shards = mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["expert"]
-    if cfg.data.batch_size % shards:
-        raise ValueError(f"data.batch_size={cfg.data.batch_size} is not divisible by the batch axes "
-                         f"data*fsdp*expert = {shards} of mesh {dict(mesh.shape)}")
-    if cfg.data.batch_size % (cfg.train.grad_accum * shards):
-        raise ValueError(f"data.batch_size={cfg.data.batch_size} must be divisible by "
-                         f"train.grad_accum * batch shards = {cfg.train.grad_accum * shards}")
-
-
-def sft_step_for(cfg: ExperimentConfig, tx, lr):
-    """The default step of the loop: next-token NLL (+ MTP) under cfg.train's options."""
-    return sft_step_fn(cfg.model, tx, mtp_weight=cfg.train.mtp_weight, grad_accum=cfg.train.grad_accum,
-                       bias_update_speed=cfg.train.bias_update_speed, lr_schedule=lr)
-
-
-def run(cfg: ExperimentConfig, workdir: str, *, step_for=sft_step_for, prepare_batch=None) -> list[dict]:
-    """Train per `cfg`, checkpointing in workdir; returns the logged metrics of this run.
-
-    step_for(cfg, tx, lr_schedule) builds the pure step (default: SFT / pretraining);
-    prepare_batch(batch) -> batch adds what that step needs to each sharded batch (e.g. a
-    teacher's top-k log-probs for `distill_step`)."""
+def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: OptimConfig,
+        train: TrainConfig, make_step: Callable, source: BatchSource,
+        record: dict | None = None) -> list[dict]:
+    """Train `train.steps` steps of `make_step(tx, lr_schedule)` on `source`'s batches, resuming
+    from workdir/checkpoints; returns the metrics logged by this run. `record` (the run's config
+    as a dict) is written to workdir/config.json. A run stopped by a signal returns early, its
+    checkpoint saved: compare `checkpoint.latest_step` with `train.steps` to tell."""
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
-    if is_main:
+    if is_main and record is not None:
         with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(to_dict(cfg), f, indent=2)
+            json.dump(record, f, indent=2, default=str)
 
     # --- Mesh
-    mesh = make_mesh(cfg.mesh)
-    check_batch_divisible(cfg, mesh)
-
-    # --- Data
-    tok = rdata.load_or_train_tokenizer(workdir, model_path=cfg.data.tokenizer_path or None,
-                                        vocab_size=cfg.data.vocab_size, seed=cfg.data.seed)
-    if cfg.model.vocab_size < tok.vocab_size:
-        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer vocab {tok.vocab_size}")
-    data_iter = iter(build_dataset(cfg, tok))
+    mesh = make_mesh(mesh_cfg)
 
     # --- Model and optimizer
-    total = cfg.train.steps
-    tx = make_optimizer(cfg.optim, total)
-    lr = learning_rate(cfg.optim, total)
+    total = train.steps
+    tx = make_optimizer(optim, total, models.param_roles(model_cfg))
+    lr = learning_rate(optim, total)
 
     # --- Shard
-    shardings, abstract = state_shardings(cfg.model, tx, mesh)
-    batch_sh = batch_sharding(mesh)
+    shardings, abstract = state_shardings(model_cfg, tx, mesh)
+    abstract = abstract_with_shardings(abstract, shardings)
 
     # --- Checkpoint
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=cfg.train.ckpt_every,
-                        keep=cfg.train.keep, async_save=cfg.train.async_checkpoint)
-    restored = ckpt.restore(abstract_with_shardings(abstract, shardings))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=train.ckpt_every,
+                        keep=train.keep, async_save=train.async_checkpoint)
+    restored = ckpt.restore({"train": abstract,
+                             **source.abstract_extra(abstract.params)})
     if restored is not None:
-        state, data_state = restored
-        data_iter.set_state(data_state)
+        tree, data_state = restored
+        state, start = tree.pop("train"), ckpt.latest_step()
+        source.restore_extra(tree)
+        source.set_state(data_state)
+    elif train.init_from:  # the next stage of a pipeline: no random init to compile or run
+        params = restore_params(train.init_from, abstract.params, path=PARAMS_PATH)
+        start_from = jax.jit(lambda p, k: state_from_params(tx, p, k), out_shardings=shardings)
+        state, start = start_from(params, jax.random.key(train.seed)), 0
     else:
-        init = jax.jit(lambda k: init_state(cfg.model, tx, k), out_shardings=shardings)
-        state = init(jax.random.key(cfg.train.seed))
-        if cfg.train.init_from:
-            params = restore_params(cfg.train.init_from,
-                                    abstract_with_shardings(abstract.params, shardings.params))
-            state = state.replace(params=params)
-    start = int(state.step)
+        init = jax.jit(lambda k: init_state(model_cfg, tx, k), out_shardings=shardings)
+        state, start = init(jax.random.key(train.seed)), 0
 
     # --- Step
-    step_fn = jax.jit(step_for(cfg, tx, lr), in_shardings=(shardings, batch_sh),
+    step_fn = jax.jit(make_step(tx, lr), in_shardings=(shardings, batch_sharding(mesh)),
                       out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
-    flops = train_flops_per_token(cfg.model, cfg.data.seq_len)
     log = MetricsLog(workdir, enabled=is_main)
 
     # --- Loop
     history = []
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not is_main,
-               desc=cfg.name, dynamic_ncols=True)
-    t0 = time.perf_counter()
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not is_main, desc=name,
+               dynamic_ncols=True)
+    t0, tokens = time.perf_counter(), 0
     with StopRequested() as stop, jax.set_mesh(mesh):
+        source.start(mesh, state)
         for step in bar:
-            local = process_rows(cfg, next(data_iter))
-            batch = {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v))
-                     for k, v in local.items()}
-            if prepare_batch is not None:
-                batch = prepare_batch(batch)
+            batch, extra = source.next(state)
             with jax.transfer_guard("disallow"):
                 state, metrics = step_fn(state, batch)
             done = step + 1
-            if done % cfg.train.log_every == 0 or done == total:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                elapsed = time.perf_counter() - t0
-                tokens = cfg.data.batch_size * cfg.data.seq_len * cfg.train.log_every
-                m["tokens_per_s"] = tokens / elapsed
-                if cfg.train.peak_tflops:
-                    m["mfu"] = flops * m["tokens_per_s"] / (cfg.train.peak_tflops * 1e12 * jax.device_count())
+            source.after_step(state, done)
+            tokens += int(np.prod(batch["inputs"].shape))
+            if done % train.log_every == 0 or done == total:
+                m = {**host_metrics(metrics), **extra}
+                # Wall time includes the batch source (for GRPO: sampling and scoring).
+                m["tokens_per_s"] = tokens / (time.perf_counter() - t0)
+                if train.peak_tflops:
+                    flops = train_flops_per_token(model_cfg, batch["inputs"].shape[1])
+                    m["mfu"] = flops * m["tokens_per_s"] / (train.peak_tflops * 1e12 * jax.device_count())
                 m["step"] = done
                 history.append(m)
                 log.write(m)
                 bar.set_postfix(loss=f"{m['loss']:.4f}")
-                t0 = time.perf_counter()
-            ckpt.save(done, state, data_iter.get_state(), force=stop.requested or done == total)
+                t0, tokens = time.perf_counter(), 0
+            ckpt.save(done, {"train": state, **source.extra_arrays()}, source.get_state(),
+                      force=stop.requested or done == total)
             if stop.requested:
-                print(f"stopping at step {done}: checkpoint saved in {ckpt.directory}")
+                print(f"{name}: stopping at step {done}; checkpoint saved in {ckpt.directory}")
                 break
     ckpt.close()
     log.close()

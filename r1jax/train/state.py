@@ -27,9 +27,13 @@ class TrainState:
 
 def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, rng) -> TrainState:
     params_rng, state_rng = jax.random.split(rng)
-    params = models.init(model_cfg, params_rng)
+    return state_from_params(tx, models.init(model_cfg, params_rng), state_rng)
+
+
+def state_from_params(tx: optax.GradientTransformation, params, rng) -> TrainState:
+    """Step 0 of training `params` (e.g. restored from an earlier stage): fresh optimizer state."""
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=state_rng)
+                      rng=rng)
 
 
 def state_shardings(model_cfg: ModelConfig, tx, mesh: Mesh):

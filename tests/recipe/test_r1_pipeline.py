@@ -1,5 +1,6 @@
-"""The R1 pipeline's plumbing: stage dependencies, matched student compute, the paper tables,
-the held-out KL to the teacher, and resuming (a finished stage is never run again)."""
+"""The R1 pipeline's plumbing: the stage table and what is derived from it, matched student
+compute, the paper tables, the held-out KL to the teacher, and resuming (a finished stage is never
+run again)."""
 
 import dataclasses
 import json
@@ -14,52 +15,89 @@ from r1jax.data import tokenizer as tokenizer_lib
 from r1jax.data.sources import heldout_problems
 from r1jax.distill.teacher_kl import heldout_teacher_kl
 from r1jax.models import qwen2
-from r1jax.recipe import compute, pipeline, tables
-from r1jax.rl.grpo_loop import RLConfig
+from r1jax.recipe import compute, pipeline, stages, tables
+from r1jax.rl.grpo_stage import RLConfig
 from r1jax.rl.grpo_step import GRPOConfig
-from r1jax.train.experiment import DataConfig, load_config
+from r1jax.train.experiment import DataConfig, TrainConfig, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def names(stage_list):
+    return [s.name for s in stage_list]
+
+
 def test_needed_stages_follow_the_recipe():
-    assert pipeline.needed_stages(("rejection_sft",)) == [
-        "base", "cold_start", "reasoning_rl", "rejection_data", "rejection_sft"]
-    assert pipeline.needed_stages(("r1_zero",)) == ["base", "r1_zero"]
+    assert names(stages.needed_stages(("rejection_sft",))) == [
+        "base", "cold_start_data", "cold_start", "reasoning_rl", "rejection_data", "rejection_sft"]
+    assert names(stages.needed_stages(("r1_zero",))) == ["base", "r1_zero"]
     # The student is measured against (and reads the tokenizer of) the final teacher.
-    assert pipeline.needed_stages(("student_rl",)) == [
-        "base", "cold_start", "reasoning_rl", "rejection_data", "rejection_sft", "final_rl",
-        "student_base", "student_rl"]
+    assert names(stages.needed_stages(("student_rl",))) == [
+        "base", "cold_start_data", "cold_start", "reasoning_rl", "rejection_data", "rejection_sft",
+        "final_rl", "student_base", "student_rl"]
     with pytest.raises(ValueError, match="unknown stage 'dev4'"):
-        pipeline.needed_stages(("dev4",))
+        stages.needed_stages(("dev4",))
+
+
+def test_the_table_is_checked():
+    stages.check_table()
+    bad = [
+        ((stages.Stage("a", stages.PRETRAIN, tokenizer=None), stages.Stage("a", stages.SFT)),
+         "appears twice"),
+        ((stages.Stage("a", stages.SFT, starts_from="b", tokenizer=None),), "not an earlier stage"),
+        ((stages.Stage("a", "finetune", tokenizer=None),), "kind 'finetune'"),
+        ((stages.Stage("a", stages.PRETRAIN, tokenizer=None),
+          stages.Stage("b", stages.SFT, starts_from="a", data="a", tokenizer="a")),
+         "not a data stage"),
+        ((stages.Stage("d", stages.WORKED_SOLUTIONS, tokenizer=None),
+          stages.Stage("b", stages.GRPO, starts_from="d", tokenizer="d")),
+         "starts_from='d' is a data stage"),
+    ]
+    for table, message in bad:
+        with pytest.raises(ValueError, match=message):
+            stages.check_table(table)
+    writes = {s.name: s.writes for s in stages.STAGES}
+    assert writes["rejection_data"] == "data/rejection_data.jsonl"
+    assert writes["final_rl"] == "final_rl/checkpoints"
+
+
+def test_every_stage_has_a_config_of_its_kind():
+    cfg = load_config(os.path.join(ROOT, "configs", "r1_pipeline_tiny.py"))
+    for s in stages.STAGES:
+        assert isinstance(getattr(cfg, s.name), pipeline.KIND_CONFIGS[s.kind]), s.name
+    wrong = dataclasses.replace(cfg, final_rl=cfg.cold_start)
+    with pytest.raises(TypeError, match="final_rl must be a GRPOStageConfig"):
+        pipeline.Pipeline(wrong, "/nonexistent-never-written")
 
 
 def test_distillation_steps_match_the_student_rl_flops():
     student = qwen2.tiny(vocab_size=512)
-    rl = RLConfig(steps=60, prompts_per_step=8, max_prompt_len=48, max_new_tokens=48,
-                  grpo=GRPOConfig(group_size=8))
+    rl = RLConfig(prompts_per_step=8, max_prompt_len=48, max_new_tokens=48,
+                  grpo=GRPOConfig(group_size=8), train=TrainConfig(steps=60))
     steps = compute.match_sft_steps(student, rl, 16, 128)
     data = DataConfig(batch_size=16, seq_len=128)
-    rl_flops = compute.rl_student_flops(student, rl)
-    per_step = compute.sft_student_flops(student, data, 1)
-    assert abs(compute.sft_student_flops(student, data, steps) - rl_flops) <= per_step / 2
+    rl_flops = compute.rl_flops(student, rl)
+    per_step = compute.sft_flops(student, data, 1)
+    assert abs(compute.sft_flops(student, data, steps) - rl_flops) <= per_step / 2
     # 64 rows x 95 tokens x (1 update + 2/3 forward-only) per GRPO step, at ~the same per-token cost.
     assert steps == pytest.approx(60 * 64 * 95 * (5 / 3) / (16 * 128), rel=0.05)
 
 
 def test_tables_have_the_paper_layout():
     results = {stage: {"pass@1": 10.0 * i, "cons@4": 11.0 * i, "response_length": 20.0}
-               for i, stage in enumerate(pipeline.TEACHER_STAGES)}
+               for i, (_, stage) in enumerate(tables.STAGE_COLUMNS)}
     lines = tables.make_table("stages", results).splitlines()
     assert lines[0] == "| held-out metric | Base | R1-Zero | Dev1 | Dev2 | Dev3 | R1 |"
     assert lines[2] == "| pass@1 | 0.0 | 10.0 | 20.0 | 30.0 | 40.0 | 50.0 |"
     assert lines[3].startswith("| cons@4 | 0.0 | 11.0 |")
 
     results["student_rl"] = {"pass@1": 42.5, "cons@4": 50.0, "KL to teacher": 0.0312,
-                             "student TFLOP": 0.5}
+                             "TFLOP": 0.5}
+    results["final_rl"]["TFLOP"] = 9.0  # the teacher's own training is not student compute
     rows = tables.make_table("distill_vs_rl", results).splitlines()
     assert rows[0] == "| model | pass@1 | cons@4 | KL to teacher (nats/token) | student TFLOP |"
     assert "| student + GRPO (RL alone) | 42.5 | 50.0 | 0.0312 | 0.5 |" in rows
+    assert "| R1 (teacher, MoE-MLA) | 50.0 | 55.0 |  |  |" in rows
     with pytest.raises(ValueError, match="unknown table"):
         tables.make_table("aime", results)
 
@@ -82,24 +120,32 @@ def test_heldout_teacher_kl(tmp_path):
 def test_stages_resume_and_finished_stages_are_skipped(tmp_path, monkeypatch):
     cfg = load_config(os.path.join(ROOT, "configs", "r1_pipeline_tiny.py") + ":runlocal")
     results = pipeline.run(cfg, str(tmp_path), ("cold_start",))
-    assert set(results) == {"base", "cold_start"}
+    assert set(results) == {"base", "cold_start_data", "cold_start"}
     assert results["cold_start"]["steps"] == 2 and "pass@1" in results["cold_start"]
-    lines = open(tmp_path / "data" / "cold_start.jsonl").read().splitlines()
-    assert len(lines) == 8 and {"prompt", "completion", "answer"} <= set(json.loads(lines[0]))
+    assert results["cold_start_data"] == {"examples": 8, "steps": 0,
+                                          "seconds": results["cold_start_data"]["seconds"]}
+    lines = open(tmp_path / "data" / "cold_start_data.jsonl").read().splitlines()
+    assert len(lines) == 8 and {"prompt", "completion", "answer", "task"} <= set(json.loads(lines[0]))
     assert "pass@1" in open(tmp_path / "cold_start" / "eval.md").read()
+    # The stage's wiring, as its own config.json records it.
+    recorded = json.load(open(tmp_path / "cold_start" / "config.json"))
+    assert recorded["train"]["init_from"] == str(tmp_path / "base" / "checkpoints")
+    assert recorded["data"]["task"] == str(tmp_path / "data" / "cold_start_data.jsonl")
+    assert recorded["data"]["tokenizer_path"].startswith(str(tmp_path / "base" / "tokenizer_"))
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(pipeline.loop, "run", must_not_run)
-    monkeypatch.setattr(pipeline, "run_grpo", must_not_run)
+    monkeypatch.setattr(pipeline.supervised, "run", must_not_run)
+    monkeypatch.setattr(pipeline.grpo_stage, "run", must_not_run)
+    monkeypatch.setattr(pipeline, "write_sft_jsonl", must_not_run)
     assert pipeline.run(cfg, str(tmp_path), ("cold_start",)) == results
 
     # A lengthened stage must run again; if its training stops early (SIGTERM saves and returns),
     # the pipeline stops instead of recording the stage as finished.
     longer = dataclasses.replace(cfg, cold_start=dataclasses.replace(
         cfg.cold_start, train=dataclasses.replace(cfg.cold_start.train, steps=3)))
-    monkeypatch.setattr(pipeline.loop, "run", lambda *args, **kwargs: [])
+    monkeypatch.setattr(pipeline.supervised, "run", lambda *args, **kwargs: [])
     with pytest.raises(SystemExit, match="cold_start stopped at step 2 of 3"):
         pipeline.run(longer, str(tmp_path), ("cold_start",))
     assert json.load(open(tmp_path / "eval.json"))["cold_start"]["steps"] == 2

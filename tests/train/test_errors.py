@@ -10,7 +10,7 @@ import pytest
 from r1jax.sharding import MeshConfig
 from r1jax.train.checkpoint import Checkpointer, restore_params
 from r1jax.train.experiment import ExperimentConfig, apply_overrides, load_config
-from r1jax.train.loop import check_batch_divisible
+from r1jax.train.supervised import check_batch_divisible
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
