@@ -4,6 +4,12 @@ block-FP8 weight format.
 Public through `r1jax.nn.fp8`, whose docstring states the recipe. A tensor is stored as E4M3
 values times one FP32 scale per tile, s = max(amax, 1e-4) / 448 computed online from the tile
 (inference/kernel.py act_quant / weight_quant); ragged dims are zero-padded, never cut.
+
+This module is the one home of E4M3_MAX and TILE in r1jax and of the 128x128 block quantizer:
+the HF checkpoint loader and saver (r1jax/interop/checkpoint_io.py) run `quantize_128x128` and
+`dequantize` on the host CPU through `from_weight_scale_inv` / `to_weight_scale_inv`, so the
+released format and fp8_v3 share one rounding. pallas_kernels/ stands alone and keeps its own
+SCALE_BLOCK; tests/interop/test_fp8_block_quantizer.py checks that it equals TILE.
 """
 
 from __future__ import annotations
@@ -150,3 +156,16 @@ def from_weight_scale_inv(weight_fp8: jax.Array, scale_inv: jax.Array) -> Quanti
     values = jnp.pad(weight_fp8.T, ((0, -in_features % TILE), (0, -out_features % TILE)))  # (Kp, Np)
     scales = scale_inv.T.astype(jnp.float32)  # (Kp/128, Np/128)
     return QuantizedArray(values, scales, (in_features, out_features), (TILE, TILE))
+
+
+def to_weight_scale_inv(q: QuantizedArray) -> tuple[jax.Array, jax.Array]:
+    """A 128x128 QuantizedArray (K=in, N=out) -> HF (`weight` (out, in) E4M3, `weight_scale_inv`).
+
+    The inverse of `from_weight_scale_inv`: the padding is cut and values and scales are transposed,
+    so `to_weight_scale_inv(quantize_128x128(w))` writes w (in, out) in the released format with
+    the amax/448 block scales of fp8_v3 (what makes a kept weight equal its requantization).
+    """
+    if q.tile != (TILE, TILE) or len(q.shape) != 2:
+        raise ValueError(f"{q.shape=} {q.tile=}: expected a 2-D (in, out) weight in {TILE}x{TILE} blocks")
+    in_features, out_features = q.shape
+    return q.values[:in_features, :out_features].T, q.scales.T  # (out, in), (Np/128, Kp/128)

@@ -10,7 +10,7 @@ import pytest
 
 from r1jax import config, models
 from r1jax.interop import hf
-from r1jax.interop.hf_config import from_hf_config, to_hf_config
+from r1jax.interop.deepseek_v3_config import from_hf_config, to_hf_config
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def test_unsupported_rope_type():
 
 
 @pytest.mark.parametrize("key,value", [("hidden_act", "gelu"), ("topk_method", "weird"),
-                                       ("num_key_value_heads", 2), ("moe_layer_freq", 2)])
+                                       ("num_key_value_heads", 2), ("moe_layer_freq", 2),
+                                       ("quantization_config", {"weight_block_size": [64, 64]}),
+                                       ("quantization_config", {"fmt": "e5m2"})])
 def test_math_changing_keys_are_rejected(key, value):
     hf_cfg = to_hf_config(config.tiny())
     hf_cfg[key] = value

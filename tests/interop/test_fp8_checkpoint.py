@@ -1,7 +1,9 @@
 """The released FP8 format: E4M3 weights + float32 weight_scale_inv per 128x128 block.
 
-The checkpoint is quantized here with torch (independently of r1jax), loaded with
-`load_checkpoint`, and compared with transformers running the dequantized weights.
+The checkpoint is written with r1jax's one block quantizer (amax/448 per block, as the released
+weights; checked bit for bit against the numpy model in test_fp8_block_quantizer.py), its
+dequantized weights are computed here in torch (independently of the loader), and transformers
+running them is the reference for `load_checkpoint`.
 """
 
 import json
@@ -19,19 +21,11 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
-def torch_block_quantize(w, block=128):
-    """(out, in) -> (float8_e4m3fn weight, scale_inv (ceil(out/128), ceil(in/128)))."""
-    out_dim, in_dim = w.shape
-    bo, bi = -(-out_dim // block), -(-in_dim // block)
-    scale = torch.zeros(bo, bi)
-    q = torch.zeros_like(w)
-    for i in range(bo):
-        for j in range(bi):
-            tile = w[i * block:(i + 1) * block, j * block:(j + 1) * block]
-            s = tile.abs().max().clamp(min=1e-4) / 448.0
-            scale[i, j] = s
-            q[i * block:(i + 1) * block, j * block:(j + 1) * block] = tile / s
-    return q.to(torch.float8_e4m3fn), scale
+def block_quantize(w):
+    """torch (out, in) -> (float8_e4m3fn weight, scale_inv (ceil(out/128), ceil(in/128))) as torch."""
+    q, scale_inv = hf.quantize_block_fp8(w.numpy())
+    q = torch.from_numpy(np.array(q.view(np.uint8))).view(torch.float8_e4m3fn)  # copies: torch wants writable
+    return q, torch.from_numpy(np.array(scale_inv))
 
 
 def save_block_fp8_checkpoint(model, path):
@@ -45,7 +39,7 @@ def save_block_fp8_checkpoint(model, path):
     quantized, dequantized = {}, {}
     for name, w in state.items():
         if name.endswith(("_proj.weight", "_proj_with_mqa.weight")) and ".mlp.gate." not in name:
-            q, s = torch_block_quantize(w.float())
+            q, s = block_quantize(w.float())
             quantized[name], quantized[name + "_scale_inv"] = q, s
             up = s.repeat_interleave(128, 0).repeat_interleave(128, 1)[:w.shape[0], :w.shape[1]]
             dequantized[name] = q.float() * up

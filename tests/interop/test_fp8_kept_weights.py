@@ -1,7 +1,7 @@
 """FP8 checkpoint weights kept in E4M3: `load_checkpoint(path, keep_fp8=True, precision="fp8_v3")`.
 
-The checkpoint is block-quantized with torch (amax/448 per 128x128 block, as the released weights)
-by the helpers of test_fp8_checkpoint.py. Tolerances:
+The checkpoint is block-quantized with amax/448 per 128x128 block (as the released weights) by the
+helpers of test_fp8_checkpoint.py. Tolerances:
 - kept weights vs the checkpoint: bit-identical E4M3 bytes and scales (no round trip);
 - fp8_v3 forward on kept weights vs fp8_v3 forward on the dequantized float weights: exactly
   equal. fp8_v3 re-quantizes a float weight with s = amax/448 per 128x128 block; for a block

@@ -252,7 +252,8 @@ def test_unsupported_or_inconsistent_config_names_the_key(saved_tiny, tmp_path, 
 
 
 def test_missing_tensor_is_named(tmp_path):
-    from r1jax.interop.hf_qwen2 import params_to_hf, to_hf_config
+    from r1jax.interop.qwen2 import params_to_hf
+    from r1jax.interop.qwen2_config import to_hf_config
     from r1jax.interop.safetensors_io import save_sharded
 
     cfg, params = _random_tiny(1)

@@ -1,16 +1,19 @@
 """ModelConfig <-> Hugging Face `config.json` (DeepseekV3Config / released DeepSeek-V3 format).
 
+The weights of this architecture are mapped by deepseek_v3.py.
+
 Keys that change the math and are not implemented here raise a ValueError naming the key; keys
 that only describe the run (dtype, ids, architectures, ...) are accepted and ignored.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
 from r1jax.config import ModelConfig, YarnConfig
+from r1jax.interop.checkpoint_io import read_config_json
+from r1jax.nn.fp8_quant import TILE
 
 # Keys that carry no math for the forward pass (or are derived from others).
 _IGNORED_KEYS = {
@@ -62,19 +65,26 @@ def _yarn_from(rope: dict | None) -> tuple[YarnConfig | None, float | None]:
     ), theta
 
 
+def _check_block_fp8(quant: dict | None) -> None:
+    """The released FP8 format is the only quantization read: E4M3 in 128x128 blocks."""
+    if not quant:
+        return
+    if quant.get("fmt", "e4m3") != "e4m3":
+        raise ValueError(f"config.json: quantization_config.fmt={quant['fmt']!r} is not supported "
+                         f"(supported: 'e4m3')")
+    blocks = quant.get("weight_block_size", [TILE, TILE])
+    if list(blocks) != [TILE, TILE]:
+        raise ValueError(f"config.json: quantization_config.weight_block_size={blocks!r} is not "
+                         f"supported (supported: [{TILE}, {TILE}], the blocks of fp8_v3)")
+
+
 def from_hf_config(source: str | os.PathLike | dict, **overrides) -> ModelConfig:
     """Build a ModelConfig from a config.json path, a checkpoint directory or a dict."""
-    if isinstance(source, dict):
-        hf = dict(source)
-    else:
-        path = os.path.join(source, "config.json") if os.path.isdir(source) else source
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no config.json at {path}")
-        with open(path) as f:
-            hf = json.load(f)
+    hf = dict(source) if isinstance(source, dict) else read_config_json(source)
     unknown = set(hf) - _IGNORED_KEYS - _MAPPED_KEYS
     if unknown:
         warnings.warn(f"config.json: ignoring keys {sorted(unknown)}", stacklevel=2)
+    _check_block_fp8(hf.get("quantization_config"))
     _require("hidden_act", hf.get("hidden_act", "silu"), {"silu"})
     _require("moe_layer_freq", hf.get("moe_layer_freq", 1), {1})
     _require("attention_bias", hf.get("attention_bias", False), {False})
