@@ -14,9 +14,9 @@ Two fp8_v3 paths:
           It materializes K/128 partial products of the output (15 GB at 4096x7168x16384).
   kernel  `kernels="pallas"`: the same three GEMMs on the fused block-scaled Mosaic GPU kernel
           (pallas_kernels/fp8_block_gemm), which keeps the FP32 sum in registers. Its columns
-          ("kernel ...", incl. its own errors against the CPU emulation) appear only where a
-          kernel can run (`r1jax.nn.kernels.available()`: a Hopper GPU); elsewhere the table
-          has the XLA and BF16 columns alone.
+          ("kernel ...", incl. its own errors against the CPU emulation) appear only where the
+          kernel runs compiled (`r1jax.nn.kernels.block_scaled_gemm_choice`: a Hopper GPU);
+          elsewhere the table has the XLA and BF16 columns alone.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def bench_shape(m: int, k: int, n: int, iters: int) -> dict:
     fwd8, grad8 = functions("fp8_v3")
     fwd16, grad16 = functions("bf16")
 
-    # The kernel path, only where the kernel can run (else it would time the XLA path twice).
+    # The kernel path, only where the kernel runs compiled (else it would time the XLA path twice).
     paths = {"fp8": (fwd8, grad8)}
-    if kernels.available():
+    if kernels.block_scaled_gemm_choice(kernels.kernel_choice("pallas")).pallas:
         paths["kernel"] = functions("fp8_v3", "pallas")
 
     cpu = jax.devices("cpu")[0]

@@ -15,6 +15,10 @@ import warnings
 from typing import Any, Literal
 
 
+# ModelConfig.kernels: plain XLA; the Mosaic GPU kernels compiled for Hopper; or interpreted.
+KERNEL_CHOICES = ("xla", "pallas", "pallas_interpret")
+
+
 @dataclasses.dataclass(frozen=True)
 class YarnConfig:
     """YaRN context extension (applied to the decoupled RoPE dims only) [V3 §4.3]."""
@@ -73,9 +77,12 @@ class ModelConfig:
     precision: str = "bf16"
     dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
     param_dtype: str = "float32"
-    # "xla": plain jnp/lax ops. "pallas": the bf16 Pallas kernels (pallas_kernels/) for the expert
-    # GEMMs and MLA attention where shapes allow, and under precision="fp8_v3" the block-scaled FP8
-    # GEMM for the dense projections (experts keep their FP8 grouped GEMM); see r1jax/nn/kernels.py.
+    # Which implementation runs the expert GEMMs, MLA attention and (under precision="fp8_v3") the
+    # block-scaled FP8 GEMM of the dense projections; one of KERNEL_CHOICES, read by
+    # r1jax/nn/kernels.py alone. "xla": plain jnp/lax ops. "pallas": the bf16 Mosaic GPU kernels of
+    # pallas_kernels/ compiled for Hopper, where each kernel supports the call, else the same XLA
+    # math. "pallas_interpret": those kernels in the Mosaic GPU interpreter, on any backend (tests).
+    # A static jit argument like the whole config, so the choice is part of the jit cache key.
     kernels: str = "xla"
 
     def __post_init__(self):
@@ -95,11 +102,11 @@ class ModelConfig:
             raise ValueError(f"qk_rope_head_dim={self.qk_rope_head_dim} must be even")
         if self.precision not in ("bf16", "fp8_v3", "fp8_per_tensor"):
             raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
-        if self.kernels not in ("xla", "pallas"):
-            raise ValueError(f"kernels={self.kernels!r}: choose 'xla' or 'pallas'")
-        if self.kernels == "pallas" and self.dtype != "bfloat16":
-            raise ValueError(
-                f"kernels='pallas' runs bf16 kernels: set dtype='bfloat16' (got {self.dtype!r})")
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels={self.kernels!r} must be one of {KERNEL_CHOICES}")
+        if self.kernels != "xla" and self.dtype != "bfloat16":
+            raise ValueError(f"kernels={self.kernels!r} runs bf16 kernels: set dtype='bfloat16' "
+                             f"(got {self.dtype!r})")
         if not 0 <= self.first_k_dense <= self.num_layers:
             raise ValueError(f"first_k_dense={self.first_k_dense} must lie in [0, num_layers={self.num_layers}]")
 

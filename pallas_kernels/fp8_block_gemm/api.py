@@ -1,8 +1,12 @@
-"""`fp8_block_gemm(..., implementation=None|"xla"|"mosaic_gpu")`."""
+"""`fp8_block_gemm(..., implementation=None|"xla"|"mosaic_gpu")`.
+
+None runs the Mosaic GPU kernel where `mosaic_gpu.check_support` passes (sm_90 or the
+interpreter) and the XLA reference elsewhere.
+"""
 
 import jax.numpy as jnp
 
-from pallas_kernels._common import cdiv, resolve_implementation
+from pallas_kernels._common import cdiv, run_implementation
 from pallas_kernels.fp8_block_gemm import mosaic_gpu, reference
 
 SCALE_BLOCK = reference.SCALE_BLOCK
@@ -41,9 +45,11 @@ def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16, b_scale_ro
   _check_shapes(a, a_scale, b, b_scale, b_scale_rows)
   if jnp.dtype(out_dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)):
     raise ValueError(f"{out_dtype=} must be bfloat16 or float32")
-  if resolve_implementation(implementation, interpret) == "xla":
-    return reference.fp8_block_gemm(a, a_scale, b, b_scale, out_dtype=out_dtype,
-                                    b_scale_rows=b_scale_rows)
-  return mosaic_gpu.fp8_block_gemm(a, a_scale, b, b_scale, out_dtype=out_dtype,
-                                   block_sizes=block_sizes or mosaic_gpu.BlockSizes(),
-                                   interpret=interpret, b_scale_rows=b_scale_rows)
+  return run_implementation(
+      implementation,
+      check_support=lambda: mosaic_gpu.check_support(interpret=interpret),
+      mosaic_gpu=lambda: mosaic_gpu.fp8_block_gemm(a, a_scale, b, b_scale, out_dtype=out_dtype,
+                                                   block_sizes=block_sizes or mosaic_gpu.BlockSizes(),
+                                                   interpret=interpret, b_scale_rows=b_scale_rows),
+      xla=lambda: reference.fp8_block_gemm(a, a_scale, b, b_scale, out_dtype=out_dtype,
+                                           b_scale_rows=b_scale_rows))

@@ -23,7 +23,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels._common import round_up, swizzled
+from pallas_kernels._common import check_platform, round_up, swizzled
 
 SCALE_BLOCK = 128
 
@@ -41,6 +41,16 @@ class BlockSizes:
       raise ValueError(f"{self.block_n=} must divide {SCALE_BLOCK}")
     if self.block_m % 64:
       raise ValueError(f"{self.block_m=} must be a multiple of 64 (wgmma M)")
+
+
+def check_support(*, interpret) -> None:
+  """Raises NotImplementedError naming the rule when this kernel cannot run the call.
+
+  Any M, N, K: the operands are zero-padded to whole tiles and 128-chunks. E4M3 operands and the
+  scale layouts are the op's contract, checked with a ValueError in api.py (the reference needs
+  them too), so the platform is the one rule here.
+  """
+  check_platform("fp8_block_gemm", interpret)
 
 
 def fp8_block_gemm_kernel(a_gmem, a_scale_t_gmem, b_gmem, b_scale_gmem, out_gmem, *,
@@ -106,6 +116,7 @@ def fp8_block_gemm_kernel(a_gmem, a_scale_t_gmem, b_gmem, b_scale_gmem, out_gmem
 def fp8_block_gemm(a, a_scale, b, b_scale, *, out_dtype=jnp.bfloat16,
                    block_sizes: BlockSizes = BlockSizes(), interpret=None, b_scale_rows=False):
   """Mosaic GPU FP8 GEMM; same contract as `reference.fp8_block_gemm`."""
+  check_support(interpret=interpret)
   m, k = a.shape
   n = b.shape[0]
   bm, bn = block_sizes.block_m, block_sizes.block_n

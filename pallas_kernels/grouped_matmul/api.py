@@ -1,8 +1,12 @@
-"""`grouped_matmul(..., implementation=None|"xla"|"mosaic_gpu")`: differentiable MoE GEMM."""
+"""`grouped_matmul(..., implementation=None|"xla"|"mosaic_gpu")`: differentiable MoE GEMM.
+
+None runs the Mosaic GPU kernel where `mosaic_gpu.check_support` passes (sm_90 or the
+interpreter, bf16 operands) and `jax.lax.ragged_dot` elsewhere.
+"""
 
 import jax
 
-from pallas_kernels._common import resolve_implementation
+from pallas_kernels._common import run_implementation
 from pallas_kernels.grouped_matmul import mosaic_gpu
 
 
@@ -19,7 +23,10 @@ def grouped_matmul(lhs, rhs, group_sizes, *, implementation=None,
                    block_sizes: mosaic_gpu.BlockSizes | None = None, interpret=None):
   """out[i] = lhs[i] @ rhs[group(i)] with rows sorted by group; differentiable in lhs and rhs."""
   _check_shapes(lhs, rhs, group_sizes)
-  if resolve_implementation(implementation, interpret) == "xla":
-    return jax.lax.ragged_dot(lhs, rhs, group_sizes.astype("int32"))
-  return mosaic_gpu.grouped_matmul(lhs, rhs, group_sizes, block_sizes=block_sizes or mosaic_gpu.BlockSizes(),
-                                   interpret=interpret)
+  return run_implementation(
+      implementation,
+      check_support=lambda: mosaic_gpu.check_support(lhs, rhs, interpret=interpret),
+      mosaic_gpu=lambda: mosaic_gpu.grouped_matmul(lhs, rhs, group_sizes,
+                                                   block_sizes=block_sizes or mosaic_gpu.BlockSizes(),
+                                                   interpret=interpret),
+      xla=lambda: jax.lax.ragged_dot(lhs, rhs, group_sizes.astype("int32")))

@@ -28,7 +28,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels._common import cdiv, round_up, swizzled
+from pallas_kernels._common import cdiv, check_bf16, check_platform, round_up, swizzled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,18 @@ class BlockSizes:
   block_n: int = 128
   block_k: int = 64
   max_concurrent_steps: int = 4
+
+
+def check_support(lhs, rhs, *, interpret) -> None:
+  """Raises NotImplementedError naming the rule when this kernel cannot run the call.
+
+  lhs (M, K), rhs (G, K, N): arrays or anything with .shape and .dtype. Any M, K, N and group
+  sizes: rows are gathered into whole tiles and K, N are zero-padded to the block sizes.
+  """
+  check_platform("grouped_matmul", interpret)
+  # Measured by lowering for CUDA (jax 0.11.2): the dgrad's transposed rhs and the dW kernel's
+  # transposed lhs need 16-bit wgmma operands (f32: "Only f16 WGMMA supports transposes").
+  check_bf16("grouped_matmul", lhs=lhs, rhs=rhs)
 
 
 def gmm_kernel(tile_group_gmem, lhs_gmem, rhs_gmem, out_gmem, *, block_m: int, block_n: int,
@@ -234,6 +246,7 @@ _gmm_padded.defvjp(_gmm_padded_fwd, _gmm_padded_bwd)
 @functools.partial(jax.jit, static_argnames=("block_sizes", "interpret"))
 def grouped_matmul(lhs, rhs, group_sizes, *, block_sizes: BlockSizes = BlockSizes(), interpret=None):
   """Mosaic GPU grouped matmul with custom_vjp; contract of `jax.lax.ragged_dot`."""
+  check_support(lhs, rhs, interpret=interpret)
   m, k = lhs.shape
   n = rhs.shape[2]
   bs = block_sizes

@@ -1,6 +1,10 @@
-"""`mla_attention(..., implementation=None|"xla"|"mosaic_gpu")`: differentiable causal attention."""
+"""`mla_attention(..., implementation=None|"xla"|"mosaic_gpu")`: differentiable causal attention.
 
-from pallas_kernels._common import resolve_implementation
+None runs the Mosaic GPU kernel where `mosaic_gpu.check_support` passes (sm_90 or the
+interpreter, bf16, head dims that are multiples of 64) and the XLA reference elsewhere.
+"""
+
+from pallas_kernels._common import run_implementation
 from pallas_kernels.mla_attention import mosaic_gpu, reference
 
 
@@ -19,7 +23,11 @@ def mla_attention(q, k, v, lengths=None, *, softmax_scale: float, causal: bool =
                   implementation=None, block_sizes: mosaic_gpu.BlockSizes | None = None, interpret=None):
   """Flash attention with Dqk != Dv; keys at or past lengths[b] are padding."""
   _check_shapes(q, k, v, lengths)
-  if resolve_implementation(implementation, interpret) == "xla":
-    return reference.mla_attention(q, k, v, lengths, softmax_scale=softmax_scale, causal=causal)
-  return mosaic_gpu.mla_attention(q, k, v, lengths, softmax_scale=softmax_scale, causal=causal,
-                                  block_sizes=block_sizes or mosaic_gpu.BlockSizes(), interpret=interpret)
+  blocks = block_sizes or mosaic_gpu.BlockSizes()
+  return run_implementation(
+      implementation,
+      check_support=lambda: mosaic_gpu.check_support(q, k, v, block_sizes=blocks, interpret=interpret),
+      mosaic_gpu=lambda: mosaic_gpu.mla_attention(q, k, v, lengths, softmax_scale=softmax_scale,
+                                                  causal=causal, block_sizes=blocks,
+                                                  interpret=interpret),
+      xla=lambda: reference.mla_attention(q, k, v, lengths, softmax_scale=softmax_scale, causal=causal))

@@ -28,7 +28,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels._common import round_up, swizzled
+from pallas_kernels._common import check_bf16, check_interpretable, check_platform, round_up, swizzled
 
 NEG_INF = float("-inf")
 M_INIT = -1e30  # finite start for the running max: fully masked rows stay NaN-free
@@ -44,6 +44,24 @@ class BlockSizes:
   # 64 registers per thread. The interpreter cannot run register wgmma operands,
   # so this path is checked by lowering (and on a GPU), the SMEM path by both.
   p_in_registers: bool = False
+
+
+def check_support(q, k, v, *, block_sizes: BlockSizes, interpret) -> None:
+  """Raises NotImplementedError naming the rule when this kernel cannot run the call.
+
+  q, k (B, T, H, Dqk), v (B, T, H, Dv): arrays or anything with .shape and .dtype.
+  """
+  check_platform("mla_attention", interpret)
+  check_bf16("mla_attention", q=q, k=k, v=v)
+  dqk, dv = q.shape[-1], v.shape[-1]
+  # Measured by lowering for CUDA (jax 0.11.2): the dQ and dK/dV kernels need head dims that are
+  # multiples of 64 (Dqk = 96 or 160 lower forward but not backward: no wgmma layout fits the
+  # accumulators). The op is differentiable, so the backward's rule holds for every call.
+  if dqk % 64 or dv % 64:
+    raise NotImplementedError(f"mla_attention: head dims Dqk={dqk} (q.shape={tuple(q.shape)}) and "
+                              f"Dv={dv} (v.shape={tuple(v.shape)}) must be multiples of 64 for the "
+                              f"backward kernels; use implementation='xla'")
+  check_interpretable("mla_attention", block_sizes.p_in_registers, interpret)
 
 
 def _row(x, shape):
@@ -397,6 +415,7 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 def mla_attention(q, k, v, lengths=None, *, softmax_scale: float, causal: bool = True,
                   block_sizes: BlockSizes = BlockSizes(), interpret=None):
   """Mosaic GPU flash attention with custom_vjp; same contract as `reference.mla_attention`."""
+  check_support(q, k, v, block_sizes=block_sizes, interpret=interpret)
   bsz, t = q.shape[:2]
   lengths = jnp.full((bsz,), t, jnp.int32) if lengths is None else jnp.minimum(lengths.astype(jnp.int32), t)
   tp = round_up(t, max(block_sizes.block_q, block_sizes.block_kv))

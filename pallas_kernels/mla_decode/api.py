@@ -1,6 +1,12 @@
-"""`mla_decode(..., implementation=None|"xla"|"mosaic_gpu")`: attention on the latent cache."""
+"""`mla_decode(..., implementation=None|"xla"|"mosaic_gpu")`: attention on the latent cache.
 
-from pallas_kernels._common import resolve_implementation
+None runs the Mosaic GPU kernel where `mosaic_gpu.check_support` passes (sm_90 or the
+interpreter, bf16, a rope width that is a multiple of 16, a latent width that the value chunk
+divides) and the XLA reference elsewhere. `block_sizes=None` picks
+`mosaic_gpu.default_block_sizes` for the latent width.
+"""
+
+from pallas_kernels._common import run_implementation
 from pallas_kernels.mla_decode import mosaic_gpu, reference
 
 
@@ -26,9 +32,13 @@ def mla_decode(q, c_kv, k_rope, lengths, starts=None, *, softmax_scale: float, l
   Query t of row b sees keys starts[b] <= s < lengths[b] - Tq + 1 + t; starts None means zeros.
   """
   _check_shapes(q, c_kv, k_rope, lengths, starts, latent_dim)
-  if resolve_implementation(implementation, interpret) == "xla":
-    return reference.mla_decode(q, c_kv, k_rope, lengths, starts, softmax_scale=softmax_scale,
-                                latent_dim=latent_dim)
-  return mosaic_gpu.mla_decode(q, c_kv, k_rope, lengths, starts, softmax_scale=softmax_scale,
-                               latent_dim=latent_dim, block_sizes=block_sizes or mosaic_gpu.BlockSizes(),
-                               interpret=interpret)
+  blocks = block_sizes or mosaic_gpu.default_block_sizes(latent_dim, interpret)
+  return run_implementation(
+      implementation,
+      check_support=lambda: mosaic_gpu.check_support(q, c_kv, k_rope, latent_dim=latent_dim,
+                                                     block_sizes=blocks, interpret=interpret),
+      mosaic_gpu=lambda: mosaic_gpu.mla_decode(q, c_kv, k_rope, lengths, starts,
+                                               softmax_scale=softmax_scale, latent_dim=latent_dim,
+                                               block_sizes=blocks, interpret=interpret),
+      xla=lambda: reference.mla_decode(q, c_kv, k_rope, lengths, starts, softmax_scale=softmax_scale,
+                                       latent_dim=latent_dim))

@@ -33,7 +33,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels._common import cdiv, round_up, swizzled
+from pallas_kernels._common import (check_bf16, check_interpretable, check_platform, cdiv, round_up,
+                                    swizzled)
 
 NEG_INF = float("-inf")
 M_INIT = -1e30  # finite start for the running max: fully masked rows stay NaN-free
@@ -52,6 +53,46 @@ class BlockSizes:
   # cannot run register wgmma operands: False is what the CPU tests run, True
   # is checked by lowering (and by the GPU tests).
   p_in_registers: bool = True
+
+
+def default_block_sizes(latent_dim: int, interpret=None) -> BlockSizes:
+  """The tuned blocks for a latent width: 256 value columns per CTA with P in registers where 256
+  divides the latent (V3: C = 512); otherwise, and in the interpreter, P staged through SMEM with
+  at most 128 value columns (the two live accumulators must fit in registers)."""
+  if interpret is None and latent_dim % 256 == 0:
+    return BlockSizes()
+  return BlockSizes(block_dv=128 if latent_dim % 128 == 0 else 64, p_in_registers=False)
+
+
+def check_support(q, c_kv, k_rope, *, latent_dim: int, block_sizes: BlockSizes, interpret) -> None:
+  """Raises NotImplementedError naming the rule when this kernel cannot run the call.
+
+  q (B, Tq, H, latent+rope), c_kv (B, S, latent), k_rope (B, S, rope): arrays or anything with
+  .shape and .dtype.
+  """
+  check_platform("mla_decode", interpret)
+  check_bf16("mla_decode", q=q, c_kv=c_kv, k_rope=k_rope)
+  rope, bs = k_rope.shape[-1], block_sizes
+  # Measured by lowering for CUDA (jax 0.11.2): an SMEM swizzle needs rows of a multiple of 32
+  # bytes, i.e. a rope width that is a multiple of 16 bf16 values (8 fails: "Swizzle 16 is not
+  # supported"; 16 and 48 lower).
+  if (rope * jnp.dtype(k_rope.dtype).itemsize) % 32:
+    raise NotImplementedError(f"mla_decode: the rope width {rope} (k_rope.shape={tuple(k_rope.shape)}) "
+                              f"must be a multiple of 16 (SMEM rows of a multiple of 32 bytes); "
+                              f"use implementation='xla'")
+  # Measured likewise: value chunks of 32 columns fail to lower (no wgmma layout fits); 64 lower.
+  if bs.block_dv % 64 or latent_dim % bs.block_dv:
+    raise NotImplementedError(f"mla_decode: {latent_dim=} must be a multiple of {bs.block_dv=}, itself "
+                              f"a multiple of 64; pick BlockSizes(block_dv=64 or 128), or use "
+                              f"implementation='xla'")
+  # Staging P through SMEM keeps the chunk's P V result live next to the running accumulator: two
+  # (64, block_dv) fp32 tiles over a warpgroup's 128 threads are block_dv registers per thread,
+  # over the 255 a thread can hold at block_dv = 256 (P in registers accumulates in place).
+  if not bs.p_in_registers and bs.block_dv > 128:
+    raise NotImplementedError(f"mla_decode: {bs.block_dv=} > 128 needs p_in_registers=True (two fp32 "
+                              f"accumulators of block_dv columns do not fit in registers); use "
+                              f"block_dv=128")
+  check_interpretable("mla_decode", bs.p_in_registers, interpret)
 
 
 def split_blocks(start, length, split, *, block_kv: int, num_splits: int):
@@ -192,9 +233,8 @@ def mla_decode(q, c_kv, k_rope, lengths, starts=None, *, softmax_scale: float, l
   """Mosaic GPU MLA decode; same contract as `reference.mla_decode` (starts None: zeros)."""
   bsz, tq, h, d = q.shape
   s = c_kv.shape[1]
+  check_support(q, c_kv, k_rope, latent_dim=latent_dim, block_sizes=block_sizes, interpret=interpret)
   bs = block_sizes
-  if latent_dim % bs.block_dv:
-    raise ValueError(f"{latent_dim=} must be a multiple of {bs.block_dv=}")
   rows = tq * h
   rows_p = round_up(rows, bs.block_q)
   q = jnp.pad(q.reshape(bsz, rows, d), ((0, 0), (0, rows_p - rows), (0, 0)))  # (B, Rp, D); row = t*H + h

@@ -13,10 +13,10 @@ Every tile lies along its GEMM's contraction dim, so each 128-long chunk of a do
 scale per operand. Each chunk's partial product is computed from the E4M3 values in FP32, multiplied
 by its two scales and summed in FP32: the promotion every N_C = 128 elements of V3 §3.3.2 and of
 the `fp8_gemm` kernel in inference/kernel.py. That GEMM (r1jax/nn/fp8_gemm.py) is an XLA emulation
-by default; with `kernels="pallas"` it runs on the fused Hopper kernel pallas_kernels/fp8_block_gemm
-(Fprop and Dgrad with 128x128 weight-block scales, Wgrad with per-row scales of dy^T). Scales are
-computed online from the current amax (s = max(amax, 1e-4) / 448, no delayed scaling); E4M3
-everywhere, gradients included (§3.3.2).
+by default; with `kernels="pallas"` (or "pallas_interpret") it runs on the fused Hopper kernel
+pallas_kernels/fp8_block_gemm (Fprop and Dgrad with 128x128 weight-block scales, Wgrad with
+per-row scales of dy^T). Scales are computed online from the current amax (s = max(amax, 1e-4) /
+448, no delayed scaling); E4M3 everywhere, gradients included (§3.3.2).
 Activation gradients are never quantized in 128x128 blocks: that diverged a 16B MoE (App. B.2).
 
 Kept in BF16/FP32 by V3 (§3.3.1), so models call plain einsums there, not `fp8_matmul`:
@@ -53,7 +53,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from r1jax.nn.fp8_gemm import EMULATED, GemmBackend, gemm_backend, promoted_dot
+from r1jax.nn.fp8_gemm import promoted_dot
 from r1jax.nn.fp8_quant import (
     AMAX_FLOOR,
     E4M3_MAX,
@@ -68,58 +68,59 @@ from r1jax.nn.fp8_quant import (
     quantize_per_tensor,
 )
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
+from r1jax.nn.kernels import XLA, KernelChoice, block_scaled_gemm_choice, kernel_choice
 
 # ---------------------------------------------------------------------------------------------
 # The three FP8 GEMMs of fp8_v3, batched over B: every operand is quantized along its contraction dim
 # ---------------------------------------------------------------------------------------------
 
 
-def _fprop(qx: QuantizedArray, qw: QuantizedArray, backend: GemmBackend) -> jax.Array:
+def _fprop(qx: QuantizedArray, qw: QuantizedArray, gemm: KernelChoice) -> jax.Array:
     """y = x W: qx (B, M, Kp) in 1x128 tiles along K, qw (B, Kp, Np) in 128x128 blocks -> (B, M, N)."""
     w_t = jnp.swapaxes(qw.values, 1, 2)  # (B, Np, Kp): K-major, as the FP8 tensor cores read it
     w_t_scales = jnp.swapaxes(qw.scales, 1, 2)  # (B, Nc, Kc)
-    y = promoted_dot(qx.values, qx.scales, w_t, w_t_scales, b_blocks=True, backend=backend)
+    y = promoted_dot(qx.values, qx.scales, w_t, w_t_scales, b_blocks=True, choice=gemm)
     return y[:, :, : qw.shape[-1]]
 
 
-def _dgrad(qdy: QuantizedArray, qw: QuantizedArray, backend: GemmBackend) -> jax.Array:
+def _dgrad(qdy: QuantizedArray, qw: QuantizedArray, gemm: KernelChoice) -> jax.Array:
     """dx = dy W^T: qdy (B, M, Np) in 1x128 tiles along N, the same 128x128 qw -> (B, M, K).
 
     Square blocks are transpose-invariant, so the Fprop weight quantization serves Dgrad as is.
     """
-    dx = promoted_dot(qdy.values, qdy.scales, qw.values, qw.scales, b_blocks=True, backend=backend)
+    dx = promoted_dot(qdy.values, qdy.scales, qw.values, qw.scales, b_blocks=True, choice=gemm)
     return dx[:, :, : qw.shape[-2]]
 
 
-def _wgrad(qx_t: QuantizedArray, qdy_t: QuantizedArray, backend: GemmBackend) -> jax.Array:
+def _wgrad(qx_t: QuantizedArray, qdy_t: QuantizedArray, gemm: KernelChoice) -> jax.Array:
     """dW = x^T dy: qx_t (B, K, Mp) and qdy_t (B, N, Mp), both 1x128 along tokens -> (B, K, N)."""
     return promoted_dot(qx_t.values, qx_t.scales, qdy_t.values, qdy_t.scales, b_blocks=False,
-                        backend=backend)
+                        choice=gemm)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _fp8_v3_matmul(power_of_two: bool, w_dtype, backend: GemmBackend, x: jax.Array,
+def _fp8_v3_matmul(power_of_two: bool, w_dtype, gemm: KernelChoice, x: jax.Array,
                    w: jax.Array) -> jax.Array:
-    return _fp8_v3_fwd(power_of_two, w_dtype, backend, x, w)[0]
+    return _fp8_v3_fwd(power_of_two, w_dtype, gemm, x, w)[0]
 
 
-def _fp8_v3_fwd(power_of_two, w_dtype, backend, x, w):  # x (B, M, K), w (B, K, N)
+def _fp8_v3_fwd(power_of_two, w_dtype, gemm, x, w):  # x (B, M, K), w (B, K, N)
     qx = quantize_1x128(x, power_of_two_scales=power_of_two)  # (B, M, Kp)
     qw = quantize_128x128(w, power_of_two_scales=power_of_two)  # (B, Kp, Np)
-    y = _fprop(qx, qw, backend).astype(x.dtype)  # (B, M, N)
+    y = _fprop(qx, qw, gemm).astype(x.dtype)  # (B, M, N)
     # The FP8 activation cache for Wgrad [§3.3.1], tiled along tokens (Wgrad's contraction dim) and
     # quantized from x itself, not re-quantized from the 1x128 copy.
     qx_t = quantize_1x128(jnp.swapaxes(x, 1, 2), power_of_two_scales=power_of_two)  # (B, K, Mp)
     return y, (qx_t, qw)
 
 
-def _fp8_v3_bwd(power_of_two, w_dtype, backend, residuals, dy):  # dy (B, M, N)
+def _fp8_v3_bwd(power_of_two, w_dtype, gemm, residuals, dy):  # dy (B, M, N)
     qx_t, qw = residuals
     # Activation gradients get per-token 1x128 tiles: 128x128 blocks on dy diverged (App. B.2).
     qdy = quantize_1x128(dy, power_of_two_scales=power_of_two)  # (B, M, Np)
     qdy_t = quantize_1x128(jnp.swapaxes(dy, 1, 2), power_of_two_scales=power_of_two)  # (B, N, Mp)
-    dx = _dgrad(qdy, qw, backend).astype(dy.dtype)  # (B, M, K)
-    dw = _wgrad(qx_t, qdy_t, backend).astype(w_dtype)  # (B, K, N)
+    dx = _dgrad(qdy, qw, gemm).astype(dy.dtype)  # (B, M, K)
+    dw = _wgrad(qx_t, qdy_t, gemm).astype(w_dtype)  # (B, K, N)
     return dx, dw
 
 
@@ -127,20 +128,20 @@ _fp8_v3_matmul.defvjp(_fp8_v3_fwd, _fp8_v3_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _fp8_v3_matmul_prequantized(power_of_two: bool, backend: GemmBackend, x: jax.Array,
+def _fp8_v3_matmul_prequantized(power_of_two: bool, gemm: KernelChoice, x: jax.Array,
                                 qw: QuantizedArray) -> jax.Array:
     """fp8_v3 with a weight already in E4M3 (e.g. a released checkpoint): frozen, no gradient to it."""
-    return _fp8_v3_prequantized_fwd(power_of_two, backend, x, qw)[0]
+    return _fp8_v3_prequantized_fwd(power_of_two, gemm, x, qw)[0]
 
 
-def _fp8_v3_prequantized_fwd(power_of_two, backend, x, qw):  # x (B, M, K), qw (B, Kp, Np)
+def _fp8_v3_prequantized_fwd(power_of_two, gemm, x, qw):  # x (B, M, K), qw (B, Kp, Np)
     qx = quantize_1x128(x, power_of_two_scales=power_of_two)  # (B, M, Kp)
-    return _fprop(qx, qw, backend).astype(x.dtype), qw
+    return _fprop(qx, qw, gemm).astype(x.dtype), qw
 
 
-def _fp8_v3_prequantized_bwd(power_of_two, backend, qw, dy):  # dy (B, M, N)
+def _fp8_v3_prequantized_bwd(power_of_two, gemm, qw, dy):  # dy (B, M, N)
     qdy = quantize_1x128(dy, power_of_two_scales=power_of_two)  # (B, M, Np)
-    return _dgrad(qdy, qw, backend).astype(dy.dtype), jax.tree.map(jnp.zeros_like, qw)
+    return _dgrad(qdy, qw, gemm).astype(dy.dtype), jax.tree.map(jnp.zeros_like, qw)
 
 
 _fp8_v3_matmul_prequantized.defvjp(_fp8_v3_prequantized_fwd, _fp8_v3_prequantized_bwd)
@@ -195,19 +196,21 @@ def fp8_matmul(
     weights get FP32 weight gradients). w may also be a 128x128 QuantizedArray (K, N) or (B, K, N),
     e.g. from `from_weight_scale_inv`, under "fp8_v3" only: it is frozen (zero gradient).
     `power_of_two_scales` rounds every scale up to a power of two ("ue8m0").
-    `kernels="pallas"` runs fp8_v3's Fprop, Dgrad and Wgrad on the fused block-scaled kernel
-    (pallas_kernels/fp8_block_gemm) where one can run (r1jax/nn/fp8_gemm.py); other recipes,
-    and places without a kernel, keep the XLA path. Static, like `recipe`.
+    `kernels` is `ModelConfig.kernels`: "pallas" runs fp8_v3's Fprop, Dgrad and Wgrad on the fused
+    block-scaled kernel (pallas_kernels/fp8_block_gemm) where one can run, "pallas_interpret" in the
+    Mosaic GPU interpreter (r1jax/nn/kernels.py, r1jax/nn/fp8_gemm.py); other recipes, and places
+    without a kernel, keep the XLA path. Static, like `recipe`.
     """
     check_recipe(recipe)
-    # Picked here, outside the jit, so that the jit cache keys on the backend actually in effect
-    # (e.g. inside or outside `kernel_interpret()`), not only on the `kernels` string.
-    backend = gemm_backend(kernels) if recipe == "fp8_v3" else EMULATED
-    return _fp8_matmul(x, w, recipe, power_of_two_scales, backend)
+    choice = kernel_choice(kernels)
+    # Resolved here, outside the jit: whether the kernel runs depends on the platform too, which the
+    # jit cache key holds only through this static argument.
+    gemm = block_scaled_gemm_choice(choice) if recipe == "fp8_v3" else XLA
+    return _fp8_matmul(x, w, recipe, power_of_two_scales, gemm)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _fp8_matmul(x, w, recipe: str, power_of_two_scales: bool, backend: GemmBackend) -> jax.Array:
+def _fp8_matmul(x, w, recipe: str, power_of_two_scales: bool, gemm: KernelChoice) -> jax.Array:
     if isinstance(w, QuantizedArray):
         if recipe != "fp8_v3" or w.tile != (TILE, TILE):
             raise ValueError(
@@ -228,14 +231,14 @@ def _fp8_matmul(x, w, recipe: str, power_of_two_scales: bool, backend: GemmBacke
     if isinstance(w, QuantizedArray):
         w3 = w if len(w_shape) == 3 else jax.tree.map(lambda a: a[None], w)
         w3 = dataclasses.replace(w3, shape=(batch, in_features, out_features))  # (B, Kp, Np)
-        y3 = _fp8_v3_matmul_prequantized(power_of_two_scales, backend, x3, w3)
+        y3 = _fp8_v3_matmul_prequantized(power_of_two_scales, gemm, x3, w3)
     else:
         w3 = w.reshape(batch, in_features, out_features)  # (B, K, N)
         if recipe == "bf16":
             y3 = jnp.einsum("bmk,bkn->bmn", x3, w3.astype(x.dtype), preferred_element_type=jnp.float32)
             y3 = y3.astype(x.dtype)
         elif recipe == "fp8_v3":
-            y3 = _fp8_v3_matmul(power_of_two_scales, jnp.dtype(w.dtype), backend, x3, w3)
+            y3 = _fp8_v3_matmul(power_of_two_scales, jnp.dtype(w.dtype), gemm, x3, w3)
         else:
             y3 = _fp8_per_tensor_matmul(power_of_two_scales, jnp.dtype(w.dtype), x3, w3)
     return y3.reshape(*x.shape[:-1], out_features)  # (..., N)

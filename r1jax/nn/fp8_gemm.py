@@ -3,20 +3,19 @@
 `promoted_dot` computes out[b, p, q] = sum_c (a[b, p, c] . b[b, q, c]) * a_scale * b_scale, every
 128-chunk's E4M3 dot product accumulated in FP32, then scaled and summed in FP32 (the promotion of
 V3 §3.3.2). b's scales come either per 128x128 block (the weight in Fprop and Dgrad) or per row per
-chunk (the 1x128 token tiles of dy^T in Wgrad). It runs on one of two backends, picked when the
-caller is traced (`gemm_backend`):
+chunk (the 1x128 token tiles of dy^T in Wgrad). It runs on one of two implementations, which its
+`choice` (a `KernelChoice`, resolved by `kernels.block_scaled_gemm_choice`) names:
 
   emulation  XLA einsums that materialize the C chunk partials side by side (C x the output's
-             memory), exact on any backend; the default, and the fallback of kernels="pallas"
-             where no kernel can run.
-  kernel     pallas_kernels/fp8_block_gemm (Mosaic GPU, sm_90), which keeps the running FP32 sum in
-             registers: on a Hopper GPU, or in the Mosaic GPU interpreter inside
-             `r1jax.nn.kernels.kernel_interpret()`. The weight's batch dim B is vmapped:
+             memory), exact on any backend: kernels="xla", and kernels="pallas" where no kernel
+             can run.
+  kernel     pallas_kernels/fp8_block_gemm (Mosaic GPU, sm_90) through r1jax/nn/kernels.py, which
+             keeps the running FP32 sum in registers: kernels="pallas" on a Hopper GPU, or
+             "pallas_interpret" in the Mosaic GPU interpreter. The weight's batch dim B is vmapped:
              plgpu.kernel's batching rule adds B to the kernel's grid, so B GEMMs are one launch
              (checked in the interpreter and by lowering for CUDA).
 
 Both compute the same quantized math; only the FP32 summation order differs (~1e-7 relative).
-`pallas_kernels` is imported only when the kernel is traced, like r1jax/nn/kernels.py.
 
 Axis glossary: B batch/expert dim of the weight, P rows of a, Q rows of b (the output's columns),
 C number of 128-chunks of the contraction dim, T the 128 positions of one.
@@ -24,44 +23,12 @@ C number of 128-chunks of the contraction dim, T the 128 positions of one.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-from r1jax.nn import kernels as kernel_door
+from r1jax.nn import kernels
 from r1jax.nn.fp8_quant import TILE
-
-KERNEL_CHOICES = ("xla", "pallas")
-
-
-@dataclasses.dataclass(frozen=True)
-class GemmBackend:
-    """Where the promoted GEMMs run; hashable, so it can be a static (nondiff) argument.
-
-    kernel:    False for the XLA emulation, True for pallas_kernels/fp8_block_gemm.
-    interpret: the `plgpu.InterpretGPUParams` of `kernel_interpret()`, or None (compiled).
-    """
-
-    kernel: bool = False
-    interpret: Any = None
-
-
-EMULATED = GemmBackend()
-
-
-def gemm_backend(kernels: str) -> GemmBackend:
-    """The backend for `kernels` ("xla" | "pallas") in the current context.
-
-    "pallas" gives the kernel only where `r1jax.nn.kernels.available()` (Hopper, or inside
-    `kernel_interpret()`); elsewhere the emulation, so the same config runs everywhere.
-    """
-    if kernels not in KERNEL_CHOICES:
-        raise ValueError(f"kernels={kernels!r}: choose 'xla' or 'pallas'")
-    if kernels == "pallas" and kernel_door.available():
-        return GemmBackend(kernel=True, interpret=kernel_door.interpret_params())
-    return EMULATED
+from r1jax.nn.kernels import KernelChoice
 
 
 def _emulated_dot(a_values, a_scales, b_values, b_scales) -> jax.Array:
@@ -79,33 +46,17 @@ def _emulated_dot(a_values, a_scales, b_values, b_scales) -> jax.Array:
     return jnp.sum(partial * a_s * b_s, axis=1)  # (B, P, Q)
 
 
-def _kernel_dot(a_values, a_scales, b_values, b_scales, *, b_blocks: bool, interpret) -> jax.Array:
-    """pallas_kernels/fp8_block_gemm, vmapped over B (one launch: B joins the kernel's grid)."""
-    from pallas_kernels.fp8_block_gemm import BlockSizes, fp8_block_gemm
-
-    # The interpreter's cost grows with the padded tile area: the smallest legal tiles (wgmma's
-    # 64 rows, 64 columns that divide a 128 weight block) keep tests cheap. Compiled, the kernel's
-    # defaults (64x128, 4 stages) are the tuned ones.
-    blocks = BlockSizes(block_m=64, block_n=64, max_concurrent_steps=2) if interpret is not None else None
-
-    def gemm(a, a_s, b, b_s):  # (P, K), (P, C), (Q, K), (Q/T or Q, C) -> (P, Q)
-        return fp8_block_gemm(a, a_s, b, b_s, out_dtype=jnp.float32, b_scale_rows=not b_blocks,
-                              implementation="mosaic_gpu", block_sizes=blocks, interpret=interpret)
-
-    return jax.vmap(gemm)(a_values, a_scales, b_values, b_scales)  # (B, P, Q)
-
-
 def promoted_dot(a_values, a_scales, b_values, b_scales, *, b_blocks: bool,
-                 backend: GemmBackend = EMULATED) -> jax.Array:
+                 choice: KernelChoice = kernels.XLA) -> jax.Array:
     """out[b, p, q] = sum_c (a[b, p, c] . b[b, q, c]) * a_scale[b, p, c] * b_scale[b, q, c] in FP32.
 
     a_values (B, P, C*T) and b_values (B, Q, C*T): E4M3, contraction dim last, zero-padded to
     whole chunks. a_scales (B, P, C): one FP32 scale per row per chunk. b_scales (B, Q/T, C), one per
     128x128 block (`b_blocks`, Q a multiple of 128), or (B, Q, C), one per row per chunk.
     """
-    if backend.kernel:
-        return _kernel_dot(a_values, a_scales, b_values, b_scales, b_blocks=b_blocks,
-                           interpret=backend.interpret)
+    if choice.pallas:  # resolved by kernels.block_scaled_gemm_choice: the kernel runs here
+        return kernels.block_scaled_gemm(a_values, a_scales, b_values, b_scales,
+                                         b_scale_rows=not b_blocks, choice=choice)  # (B, P, Q)
     if b_blocks:  # a block's scale applies to each of its 128 rows
         b_scales = jnp.repeat(b_scales, TILE, axis=1)  # (B, Q, C)
     return _emulated_dot(a_values, a_scales, b_values, b_scales)

@@ -1,131 +1,215 @@
-"""The model's door to the Pallas kernels (`ModelConfig.kernels = "pallas"`).
+"""Which implementation runs each op of the model, decided here alone from `ModelConfig.kernels`.
 
-Axis glossary: B batch, T query tokens, S key tokens, H heads, M grouped-matmul rows,
-G groups (experts), K/N grouped-matmul contraction/output dims.
+Axis glossary: B batch (or the weight's batch/expert dim of an FP8 GEMM), T query tokens,
+S key tokens, H heads, M grouped-matmul rows, G groups (experts), K/N contraction/output dims,
+P/Q rows of the FP8 GEMM's operands, C number of 128-chunks.
 
-Three kernels from `pallas_kernels/` are wired into the model:
+`kernel_choice(cfg.kernels)` gives a `KernelChoice`, a frozen (hashable) record that mla.py,
+moe_dispatch.py and fp8_gemm.py receive and hand back here: mla.py asks `use_causal_attention` /
+`use_latent_attention` before its run-time mask check, moe_dispatch calls `ragged_dot`, and
+fp8_matmul resolves `block_scaled_gemm_choice` before its jit. The values (config.KERNEL_CHOICES):
+  "xla"               plain jnp/lax everywhere.
+  "pallas"            the Mosaic GPU kernels of pallas_kernels/, compiled for Hopper (sm_90), for
+                      every call the kernel supports; elsewhere (CPU, another GPU, shapes or dtypes
+                      a kernel does not support) the model's own XLA math, the same as "xla", so
+                      one config runs everywhere.
+  "pallas_interpret"  the same kernels in the Mosaic GPU interpreter on any backend (the CPU tests),
+                      with NaN-filled uninitialized memory so that reads of unwritten data show up.
+The config is a static argument of every jit that traces the model, so the choice, interpreter
+included, is part of the jit cache key.
+
+What a kernel supports is the kernel's own rule: `pallas_kernels/<op>/mosaic_gpu.check_support`
+raises NotImplementedError naming the rule (platform, bf16, head dims, rope width, block sizes).
+The four kernels:
   grouped_matmul  the three expert GEMMs of the routed SwiGLU (moe_dispatch.grouped_swiglu)
   mla_attention   causal attention of the naive MLA path (training, prefill without cache)
   mla_decode      absorbed MLA attention over the latent cache (decoding)
-and a fourth through the FP8 recipe: under precision="fp8_v3" the Fprop/Dgrad/Wgrad GEMMs of the
-dense projections (MLA, dense and shared-expert FFNs) run on fp8_block_gemm (r1jax/nn/fp8_gemm.py).
+  fp8_block_gemm  Fprop/Dgrad/Wgrad of the fp8_v3 projections (r1jax/nn/fp8_gemm.py)
+Whether this batch's attention mask is a kernel's mask is a run-time question that mla.py answers.
 
-Where they run: on a Hopper (sm_90) GPU the Mosaic GPU kernels compile for real. Inside
-`with kernel_interpret():` they run in the Mosaic GPU interpreter (any backend, e.g. CPU tests).
-Elsewhere (`available()` is False) the model keeps its own XLA path (the MLA einsums,
-`jax.lax.ragged_dot`), so a `kernels="pallas"` config runs everywhere with the same numerics. The interpreter setting is read when a function is
-traced: a `jax.jit` cache entry traced outside the context keeps the compiled kernels (or XLA).
-
-`pallas_kernels` is imported only when a kernel is traced, so importing the model never needs
-the Mosaic GPU pieces.
+`pallas_kernels` is imported only when a kernel is asked about or traced, so importing the model
+never needs the Mosaic GPU pieces.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
+from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
-# InterpretGPUParams while inside `kernel_interpret()`, else None (compile on Hopper / XLA).
-_INTERPRET = contextvars.ContextVar("r1jax_kernel_interpret", default=None)
+from r1jax.config import KERNEL_CHOICES
 
 
-@contextlib.contextmanager
-def kernel_interpret(params=None):
-    """Run the Pallas kernels traced inside this context in the Mosaic GPU interpreter.
+@dataclasses.dataclass(frozen=True)
+class KernelChoice:
+    """pallas: run the Mosaic GPU kernels where they support the call. interpret: in the Mosaic GPU
+    interpreter (any backend) rather than compiled for sm_90."""
 
-    params: a `plgpu.InterpretGPUParams` (default: the interpreter's defaults).
-    """
-    if params is None:
+    pallas: bool = False
+    interpret: bool = False
+
+    @property
+    def interpret_params(self):
+        """The kernels' `interpret=` argument: InterpretGPUParams, or None to compile."""
+        if not self.interpret:
+            return None
         from jax.experimental.pallas import mosaic_gpu as plgpu
-        params = plgpu.InterpretGPUParams()
-    token = _INTERPRET.set(params)
+
+        return plgpu.InterpretGPUParams(uninitialized_memory="nan")
+
+
+XLA = KernelChoice()
+
+
+def kernel_choice(kernels: str) -> KernelChoice:
+    """The KernelChoice of a `ModelConfig.kernels` value."""
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels={kernels!r} must be one of {KERNEL_CHOICES}")
+    return KernelChoice(pallas=kernels != "xla", interpret=kernels == "pallas_interpret")
+
+
+def _supports(check_support: Callable[[], None]) -> bool:
+    """Whether a kernel's own check passes; it raises NotImplementedError naming the rule it breaks."""
     try:
-        yield params
-    finally:
-        _INTERPRET.reset(token)
-
-
-def interpret_params():
-    """The interpreter params in effect, or None."""
-    return _INTERPRET.get()
-
-
-def available() -> bool:
-    """True when a traced kernel would run as a kernel: under the interpreter, or on Hopper."""
-    if interpret_params() is not None:
-        return True
-    try:
-        from pallas_kernels._common import on_hopper
-    except ImportError:  # a jax without Pallas Mosaic GPU: the XLA path is the only one
+        check_support()
+    except (ImportError, NotImplementedError):  # ImportError: a jax without Pallas Mosaic GPU
         return False
-    return on_hopper()
+    return True
 
 
-# ----------------------------------------------------------------------------- shape support
-# Measured by lowering for CUDA (jax 0.11.2): the attention backward needs head dims that are
-# multiples of 64 (d_qk = 96 lowers forward but not dQ/dK); SMEM swizzles need rows of at least
-# 32 bytes, i.e. a rope width that is a multiple of 16 bf16 values (8 fails). Shapes outside
-# these keep the XLA path rather than failing to compile.
+# ----------------------------------------------------------------------------- grouped matmul
 
-def attention_kernel_fits(qk_head_dim: int, v_head_dim: int) -> bool:
-    return qk_head_dim % 64 == 0 and v_head_dim % 64 == 0
+def _grouped_matmul_blocks(choice: KernelChoice):
+    from pallas_kernels.grouped_matmul import BlockSizes
 
-
-def decode_kernel_fits(kv_lora_rank: int, qk_rope_head_dim: int) -> bool:
-    return kv_lora_rank % 64 == 0 and qk_rope_head_dim % 16 == 0
-
-
-# ----------------------------------------------------------------------------- ops
-
-def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array) -> jax.Array:
-    """lhs (M, K) rows sorted by group, rhs (G, K, N) -> (M, N); differentiable (custom_vjp).
-
-    Where no kernel can run this is `jax.lax.ragged_dot`, the same contract.
-    """
-    if not available():
-        return jax.lax.ragged_dot(lhs, rhs, group_sizes)
-    from pallas_kernels.grouped_matmul import BlockSizes, grouped_matmul as gmm
-
-    interpret = interpret_params()
     # The interpreter's cost grows with the padded tile area: 64-wide tiles keep small test
     # models cheap. Compiled, the kernel's defaults (128x128x64) are the tuned ones.
-    blocks = BlockSizes(64, 64, 64, max_concurrent_steps=2) if interpret is not None else None
-    return gmm(lhs, rhs, group_sizes.astype("int32"), block_sizes=blocks, interpret=interpret)
+    return BlockSizes(64, 64, 64, max_concurrent_steps=2) if choice.interpret else None
 
 
-def causal_attention(q, k, v, lengths, *, softmax_scale: float) -> jax.Array:
-    """q, k (B, T, H, Dqk), v (B, T, H, Dv), lengths (B,) -> (B, T, H, Dv).
+def use_grouped_matmul(lhs, rhs, *, choice: KernelChoice) -> bool:
+    """Whether `ragged_dot` runs lhs (M, K) x rhs (G, K, N) on the grouped-matmul kernel."""
+    def check():
+        from pallas_kernels.grouped_matmul import check_support
+        check_support(lhs, rhs, interpret=choice.interpret_params)
+
+    return choice.pallas and _supports(check)
+
+
+def ragged_dot(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
+               choice: KernelChoice) -> jax.Array:
+    """`jax.lax.ragged_dot`: lhs (M, K) rows sorted by group, rhs (G, K, N) -> (M, N), on the
+    grouped-matmul kernel (differentiable, custom_vjp) where `use_grouped_matmul`."""
+    if use_grouped_matmul(lhs, rhs, choice=choice):
+        return grouped_matmul(lhs, rhs, group_sizes, choice=choice)
+    return jax.lax.ragged_dot(lhs, rhs, group_sizes)
+
+
+def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
+                   choice: KernelChoice) -> jax.Array:
+    """The kernel: lhs (M, K), rhs (G, K, N) -> (M, N); raises NotImplementedError where it does
+    not support the call."""
+    from pallas_kernels.grouped_matmul import grouped_matmul as gmm
+
+    return gmm(lhs, rhs, group_sizes.astype("int32"), implementation="mosaic_gpu",
+               block_sizes=_grouped_matmul_blocks(choice), interpret=choice.interpret_params)
+
+
+# ----------------------------------------------------------------------------- MLA attention
+
+def use_causal_attention(q, k, v, *, choice: KernelChoice) -> bool:
+    """Whether `causal_attention` runs for q, k (B, T, H, Dqk), v (B, T, H, Dv) (arrays or
+    jax.ShapeDtypeStruct): the choice asks for kernels and mla_attention supports the shapes."""
+    def check():
+        from pallas_kernels.mla_attention import BlockSizes, check_support
+        check_support(q, k, v, block_sizes=BlockSizes(), interpret=choice.interpret_params)
+
+    return choice.pallas and _supports(check)
+
+
+def causal_attention(q, k, v, lengths, *, softmax_scale: float, choice: KernelChoice) -> jax.Array:
+    """q, k (B, T, H, Dqk), v (B, T, H, Dv), lengths (B,) -> (B, T, H, Dv) on the kernel.
 
     Query t of row b sees keys s <= t with s < lengths[b].
     """
     from pallas_kernels.mla_attention import mla_attention
 
     return mla_attention(q, k, v, lengths, softmax_scale=softmax_scale, causal=True,
-                         interpret=interpret_params())
+                         implementation="mosaic_gpu", interpret=choice.interpret_params)
 
 
-def latent_attention(q, c_kv, k_rope, lengths, starts=None, *, softmax_scale: float) -> jax.Array:
-    """q (B, T, H, C+R) over the cache c_kv (B, S, C), k_rope (B, S, R) -> (B, T, H, C).
+def _decode_blocks(latent: int, choice: KernelChoice):
+    from pallas_kernels.mla_decode import BlockSizes, default_block_sizes
+
+    if choice.interpret:
+        # The interpreter runs P staged through SMEM; 64 value columns and two splits keep the
+        # tests' interpreted grid small.
+        return BlockSizes(block_dv=64, num_splits=2, p_in_registers=False)
+    return default_block_sizes(latent)  # the tuned blocks for this latent width
+
+
+def use_latent_attention(q, c_kv, k_rope, *, choice: KernelChoice) -> bool:
+    """Whether `latent_attention` runs for q (B, T, H, C+R), c_kv (B, S, C), k_rope (B, S, R)
+    (arrays or jax.ShapeDtypeStruct): the choice asks for kernels and mla_decode supports them."""
+    latent = c_kv.shape[-1]
+
+    def check():
+        from pallas_kernels.mla_decode import check_support
+        check_support(q, c_kv, k_rope, latent_dim=latent, block_sizes=_decode_blocks(latent, choice),
+                      interpret=choice.interpret_params)
+
+    return choice.pallas and _supports(check)
+
+
+def latent_attention(q, c_kv, k_rope, lengths, starts=None, *, softmax_scale: float,
+                     choice: KernelChoice) -> jax.Array:
+    """q (B, T, H, C+R) over the cache c_kv (B, S, C), k_rope (B, S, R) -> (B, T, H, C) on the kernel.
 
     Query t of row b sees keys starts[b] <= s < lengths[b] - T + 1 + t: the row's valid slots
     are [starts[b], lengths[b]) (left padding before them; starts None means 0) and the T new
     tokens are the last of them. The kernel never reads the blocks before starts[b].
     """
-    from pallas_kernels.mla_decode import BlockSizes, mla_decode
+    from pallas_kernels.mla_decode import mla_decode
 
     latent = c_kv.shape[-1]
-    interpret = interpret_params()
-    if interpret is not None:
-        # The interpreter has no rule for wgmma with a register operand: stage P through SMEM,
-        # which fits with at most 128 value columns per CTA.
-        blocks = BlockSizes(block_dv=64, num_splits=2, p_in_registers=False)
-    elif latent % 256 == 0:
-        blocks = None  # the tuned default (V3: C = 512)
-    else:
-        # 256 value columns per CTA need P in registers (V3's tuned default) and a latent that
-        # 256 divides; otherwise stage P through SMEM with at most 128 columns.
-        blocks = BlockSizes(block_dv=128 if latent % 128 == 0 else 64, p_in_registers=False)
     return mla_decode(q, c_kv, k_rope, lengths, starts, softmax_scale=softmax_scale, latent_dim=latent,
-                      block_sizes=blocks, interpret=interpret)
+                      implementation="mosaic_gpu", block_sizes=_decode_blocks(latent, choice),
+                      interpret=choice.interpret_params)
+
+
+# ----------------------------------------------------------------------------- FP8 block-scaled GEMM
+
+def block_scaled_gemm_choice(choice: KernelChoice) -> KernelChoice:
+    """`choice` where fp8_block_gemm runs on this platform (any shape: it pads), else XLA (the
+    emulation of r1jax/nn/fp8_gemm.py).
+
+    fp8_matmul asks before its jit: the platform decides too, and a jit cache key holds the
+    choice it is given, not the platform.
+    """
+    def check():
+        from pallas_kernels.fp8_block_gemm import check_support
+        check_support(interpret=choice.interpret_params)
+
+    return choice if choice.pallas and _supports(check) else XLA
+
+
+def block_scaled_gemm(a_values, a_scales, b_values, b_scales, *, b_scale_rows: bool,
+                      choice: KernelChoice) -> jax.Array:
+    """a (B, P, C*128) E4M3 with scales (B, P, C), b (B, Q, C*128) with scales (B, Q/128, C) per
+    128x128 block or, with `b_scale_rows`, (B, Q, C) per row -> (B, P, Q) FP32, on fp8_block_gemm
+    vmapped over B (one launch: plgpu.kernel's batching rule adds B to the kernel's grid)."""
+    from pallas_kernels.fp8_block_gemm import BlockSizes, fp8_block_gemm
+
+    # The interpreter's cost grows with the padded tile area: the smallest legal tiles (wgmma's
+    # 64 rows, 64 columns that divide a 128 weight block) keep tests cheap. Compiled, the kernel's
+    # defaults (64x128, 4 stages) are the tuned ones.
+    blocks = BlockSizes(block_m=64, block_n=64, max_concurrent_steps=2) if choice.interpret else None
+
+    def gemm(a, a_s, b, b_s):  # (P, K), (P, C), (Q, K), (Q/128 or Q, C) -> (P, Q)
+        return fp8_block_gemm(a, a_s, b, b_s, out_dtype=jnp.float32, b_scale_rows=b_scale_rows,
+                              implementation="mosaic_gpu", block_sizes=blocks,
+                              interpret=choice.interpret_params)
+
+    return jax.vmap(gemm)(a_values, a_scales, b_values, b_scales)  # (B, P, Q)

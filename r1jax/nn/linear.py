@@ -12,8 +12,9 @@ be unflattened before the matmul, and callers reshape the output. Only "fp8_v3" 
 a weight; other recipes raise rather than silently dequantize. Modules therefore read projection
 weights with `.get_value()` (a Variable's `[...]` indexes, which a QuantizedArray cannot).
 
-`kernels` is `ModelConfig.kernels`: "pallas" runs the fp8_v3 GEMMs on the fused block-scaled kernel
-where one can run (r1jax/nn/fp8_gemm.py); "bf16" and "fp8_per_tensor" projections ignore it.
+`kernels` is `ModelConfig.kernels`, handed to `fp8_matmul`: "pallas" / "pallas_interpret" run the
+fp8_v3 GEMMs on the fused block-scaled kernel where one can run (r1jax/nn/kernels.py decides);
+"bf16" and "fp8_per_tensor" projections ignore it.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ Absorbed path (decoding on the latent cache): fold W_UK into the query and W_UV 
 so attention runs directly over the cached c_kv (C) and k_rope (R): 576 values per token per
 layer for V3 instead of H*(N+R+V). Both compute the same function.
 
-With `cfg.kernels == "pallas"` (bf16) the attention core runs as a Pallas kernel
-(r1jax/nn/kernels.py) when the kernel can express the mask: it takes only per-row key ranges
-plus causality. Only the (B, T, S) mask reaches this layer, so the condition is checked on it
-at run time (`lax.cond`):
+With `cfg.kernels` "pallas" or "pallas_interpret" the attention core runs as a Pallas kernel where
+r1jax/nn/kernels.py says one runs (the kernel supports the head dims, dtype and platform), and
+when the kernel can express the mask: it takes only per-row key ranges plus causality. Only the
+(B, T, S) mask reaches this layer, so that condition is checked on it at run time (`lax.cond`):
   naive path:    mask == (s <= t) & (s < L[b]), i.e. right-padded or unpadded rows, no packed
                  segments; L[b] = keys visible to the last query.
   absorbed path: mask == (s >= S0[b]) & (s < L[b] - T + 1 + t), i.e. each row's valid cache
@@ -91,6 +91,7 @@ class MLA(nnx.Module):
         """
         cfg, dt = self.cfg, x.dtype
         n = cfg.qk_nope_head_dim
+        choice = kernels.kernel_choice(cfg.kernels)
         q_nope, q_rope = self.queries(x, cos, sin)
         c_kv, k_rope = self.latents(x, cos, sin)
         # kv_b is always a float array (never kept in FP8): the absorbed path splits it per head.
@@ -107,8 +108,8 @@ class MLA(nnx.Module):
                 return jnp.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, V)
 
             args = (q_nope, q_rope, k_nope, k_rope, v)
-            fits_kernel = kernels.attention_kernel_fits(cfg.qk_head_dim, cfg.v_head_dim)
-            if self._use_kernel(dt, fits_kernel):
+            qk_spec = jax.ShapeDtypeStruct((*q_nope.shape[:3], cfg.qk_head_dim), dt)  # (B, T, H, N+R)
+            if kernels.use_causal_attention(qk_spec, qk_spec, v, choice=choice):
                 lengths, fits = right_padded_causal_lengths(mask)
 
                 def kernel_attention(q_nope, q_rope, k_nope, k_rope, v):
@@ -117,7 +118,8 @@ class MLA(nnx.Module):
                     b, s, r = k_rope.shape
                     k_rope_h = jnp.broadcast_to(k_rope[:, :, None], (b, s, h, r))  # shared by heads
                     k = jnp.concatenate([k_nope, k_rope_h], axis=-1)  # (B, S, H, N+R)
-                    o = kernels.causal_attention(q, k, v, lengths, softmax_scale=cfg.softmax_scale)
+                    o = kernels.causal_attention(q, k, v, lengths, softmax_scale=cfg.softmax_scale,
+                                                 choice=choice)
                     return o.astype(dt)  # (B, T, H, V)
 
                 o = jax.lax.cond(fits, kernel_attention, xla_attention, *args)
@@ -140,14 +142,15 @@ class MLA(nnx.Module):
                 return jnp.einsum("bhts,bsc->bthc", probs, keys_c)  # (B, T, H, C)
 
             args = (q_lat, q_rope, keys_c, keys_r)
-            fits_kernel = kernels.decode_kernel_fits(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
-            if self._use_kernel(dt, fits_kernel):
+            q_spec = jax.ShapeDtypeStruct((*q_lat.shape[:3], cfg.latent_cache_values_per_token()),
+                                          dt)  # (B, T, H, C+R)
+            if kernels.use_latent_attention(q_spec, keys_c, keys_r, choice=choice):
                 starts, lengths, fits = contiguous_cache_range(mask)
 
                 def kernel_latent_attention(q_lat, q_rope, keys_c, keys_r):
                     q = jnp.concatenate([q_lat, q_rope], axis=-1)  # (B, T, H, C+R)
                     o_lat = kernels.latent_attention(q, keys_c, keys_r, lengths, starts,
-                                                     softmax_scale=cfg.softmax_scale)
+                                                     softmax_scale=cfg.softmax_scale, choice=choice)
                     return o_lat.astype(dt)  # (B, T, H, C)
 
                 o_lat = jax.lax.cond(fits, kernel_latent_attention, xla_latent_attention, *args)
@@ -156,11 +159,6 @@ class MLA(nnx.Module):
             o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
         return project_in(o, self.o.get_value(), cfg.precision, 2, cfg.kernels), new_cache  # (B, T, D)
-
-    def _use_kernel(self, dt, shapes_fit: bool) -> bool:
-        """Static (trace-time) part of the kernel choice; the mask check is the run-time part."""
-        return (self.cfg.kernels == "pallas" and dt == jnp.bfloat16 and shapes_fit
-                and kernels.available())
 
 
 def right_padded_causal_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:

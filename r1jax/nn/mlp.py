@@ -11,7 +11,7 @@ class SwiGLU(nnx.Module):
     def __init__(self, dim: int, hidden: int, *, std: float, param_dtype, rngs: nnx.Rngs,
                  precision: str = "bf16", kernels: str = "xla"):
         self.precision = precision
-        self.kernels = kernels  # ModelConfig.kernels: "pallas" runs the fp8_v3 GEMMs as kernels
+        self.kernels = kernels  # ModelConfig.kernels, for the fp8_v3 GEMMs (r1jax/nn/linear.py)
         self.gate = normal_param(rngs, (dim, hidden), ("embed", "mlp"), std, param_dtype)
         self.up = normal_param(rngs, (dim, hidden), ("embed", "mlp"), std, param_dtype)
         self.down = normal_param(rngs, (hidden, dim), ("mlp", "embed"), std, param_dtype)

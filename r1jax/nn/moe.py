@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.nn import kernels
 from r1jax.nn.balance import sequence_balance_loss
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe_dispatch import routed_experts
@@ -77,14 +78,10 @@ class MoE(nnx.Module):
         flat_expert = indices.reshape(-1)  # (N*K,)
         # Dispatch without dropping tokens: grouped matmul over pairs sorted by expert, expert-
         # parallel when the ambient mesh has an `expert` axis (r1jax/nn/moe_dispatch.py).
-        # FP8 recipes keep their own grouped GEMM; the Pallas kernel is the bf16 one.
-        if cfg.precision != "bf16":
-            impl = cfg.precision
-        else:
-            impl = "pallas" if cfg.kernels == "pallas" else "ragged_dot"
         # .get_value(): an expert weight may be an FP8 checkpoint's QuantizedArray (nn/linear.py).
         y = routed_experts(xf, weights, indices, self.gate.get_value(), self.up.get_value(),
-                           self.down.get_value(), n_experts=e, implementation=impl).reshape(b, t, d)
+                           self.down.get_value(), n_experts=e, precision=cfg.precision,
+                           choice=kernels.kernel_choice(cfg.kernels)).reshape(b, t, d)
         if self.shared is not None:
             y = y + self.shared(x)
 

@@ -34,9 +34,10 @@ Why all_gather + psum_scatter (measured on XLA:CPU, jax 0.11.2, 8 host devices):
 Where `ragged_all_to_all` compiles (GPU, TPU) it sends n*K rows per device instead of the
 all_gather's ep*n (K/ep as much at V3's ep=64, K=8): the next step for large expert meshes.
 
-`implementation` selects the grouped-matmul kernel: "ragged_dot" (XLA), "pallas" (the Mosaic GPU
-kernel of pallas_kernels/grouped_matmul through r1jax/nn/kernels.py, custom_vjp for training;
-XLA's ragged_dot where it cannot run) or an FP8 recipe.
+The grouped matmul follows `precision`: the FP8 recipes ("fp8_v3", "fp8_per_tensor") run their own
+grouped GEMM (r1jax/nn/fp8_ragged.py); "bf16" runs `kernels.ragged_dot`, which `choice` (a
+`KernelChoice`, r1jax/nn/kernels.py) puts on the Mosaic GPU kernel of pallas_kernels/grouped_matmul
+(custom_vjp for training) where it can run, and on `jax.lax.ragged_dot` elsewhere.
 
 Expert weights kept in E4M3 from an FP8 checkpoint (128x128 `QuantizedArray`s, see
 r1jax/nn/linear.py) run only under "fp8_v3" and on one device: their block grid would have to
@@ -52,43 +53,36 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from r1jax.nn import kernels
-from r1jax.nn.fp8_quant import QuantizedArray
+from r1jax.nn.fp8_quant import QuantizedArray, check_recipe
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
+from r1jax.nn.kernels import KernelChoice
 
 EXPERT_AXIS = "expert"
 TENSOR_AXIS = "tensor"
 # Tokens are sharded over the product of these: the `expert` shards hold distinct tokens too, so
 # no device computes a token twice and the all_gather over `expert` rebuilds one token group.
 TOKEN_AXES = ("data", "fsdp", "expert")
-# "fp8_v3" / "fp8_per_tensor": the V3 FP8 recipe on the expert GEMMs (r1jax/nn/fp8_ragged.py).
-# "pallas": the bf16 Pallas grouped matmul (r1jax/nn/kernels.py).
-IMPLEMENTATIONS = ("ragged_dot", "pallas", "fp8_v3", "fp8_per_tensor")
 
 
 def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array,
-                   group_sizes: jax.Array, implementation: str) -> jax.Array:
+                   group_sizes: jax.Array, precision: str, choice: KernelChoice) -> jax.Array:
     """SwiGLU of rows sorted by expert: rows (M, D), gate/up (G, D, F), down (G, F, D) -> (M, D).
 
     Rows past sum(group_sizes) belong to no group and come out as zeros.
     """
-    if implementation == "ragged_dot":
-        h = jax.lax.ragged_dot(rows, gate, group_sizes)  # (M, F)
-        u = jax.lax.ragged_dot(rows, up, group_sizes)  # (M, F)
-        return jax.lax.ragged_dot(jax.nn.silu(h) * u, down, group_sizes)  # (M, D)
-    if implementation == "pallas":
-        h = kernels.grouped_matmul(rows, gate, group_sizes)  # (M, F)
-        u = kernels.grouped_matmul(rows, up, group_sizes)  # (M, F)
-        return kernels.grouped_matmul(jax.nn.silu(h) * u, down, group_sizes)  # (M, D)
-    if implementation in ("fp8_v3", "fp8_per_tensor"):
-        h = fp8_ragged_dot(rows, gate, group_sizes, implementation)  # (M, F)
-        u = fp8_ragged_dot(rows, up, group_sizes, implementation)  # (M, F)
-        return fp8_ragged_dot(jax.nn.silu(h) * u, down, group_sizes, implementation)  # (M, D)
-    raise ValueError(f"implementation={implementation!r} is not one of {IMPLEMENTATIONS}")
+    def matmul(lhs, rhs):  # (M, K) x (G, K, N) -> (M, N)
+        if precision == "bf16":
+            return kernels.ragged_dot(lhs, rhs, group_sizes, choice=choice)
+        return fp8_ragged_dot(lhs, rhs, group_sizes, precision)
+
+    h = matmul(rows, gate)  # (M, F)
+    u = matmul(rows, up)  # (M, F)
+    return matmul(jax.nn.silu(h) * u, down)  # (M, D)
 
 
 def local_expert_outputs(x: jax.Array, weights: jax.Array, indices: jax.Array, gate: jax.Array,
                          up: jax.Array, down: jax.Array, first_expert: jax.Array | int,
-                         implementation: str) -> jax.Array:
+                         precision: str, choice: KernelChoice) -> jax.Array:
     """sum_k weights * SwiGLU over the pairs routed to experts [first_expert, first_expert + G).
 
     x (N, D), weights/indices (N, K), gate/up (G, D, F), down (G, F, D) -> (N, D). Pairs routed
@@ -101,7 +95,7 @@ def local_expert_outputs(x: jax.Array, weights: jax.Array, indices: jax.Array, g
     order = jnp.argsort(local, stable=True)  # (N*K,)
     token_of = order // k  # (N*K,) source token of each sorted row
     group_sizes = jnp.bincount(local, length=g + 1)[:g].astype(jnp.int32)  # (G,)
-    out = grouped_swiglu(x[token_of], gate, up, down, group_sizes, implementation)  # (N*K, D)
+    out = grouped_swiglu(x[token_of], gate, up, down, group_sizes, precision, choice)  # (N*K, D)
     # ragged_dot zero-fills rows outside every group; a custom kernel need not, so mask them.
     is_here = jnp.arange(n * k) < group_sizes.sum()  # (N*K,) rows in a local group
     row_weight = jnp.where(is_here, weights.reshape(-1)[order], 0).astype(x.dtype)  # (N*K,)
@@ -109,16 +103,16 @@ def local_expert_outputs(x: jax.Array, weights: jax.Array, indices: jax.Array, g
 
 
 def routed_experts(x: jax.Array, weights: jax.Array, indices: jax.Array, gate: jax.Array,
-                   up: jax.Array, down: jax.Array, *, n_experts: int,
-                   implementation: str = "ragged_dot") -> jax.Array:
+                   up: jax.Array, down: jax.Array, *, n_experts: int, precision: str = "bf16",
+                   choice: KernelChoice = kernels.XLA) -> jax.Array:
     """y (N, D) in x.dtype = sum_k weights[n, k] * SwiGLU_{indices[n, k]}(x[n]); no token dropped.
 
     x (N, D); weights (N, K); indices (N, K) int in [0, n_experts); gate/up (E, D, F);
     down (E, F, D). Expert-parallel when the ambient mesh (`jax.set_mesh`) has an `expert` axis
     of size > 1; then N must divide by the token shards and E by the expert shards.
+    `precision` is `ModelConfig.precision`, `choice` `kernels.kernel_choice(ModelConfig.kernels)`.
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation={implementation!r} is not one of {IMPLEMENTATIONS}")
+    check_recipe(precision)
     if gate.shape[0] != n_experts or up.shape[0] != n_experts or down.shape[0] != n_experts:
         raise ValueError(f"{n_experts=} must match {gate.shape=}, {up.shape=}, {down.shape=}")
     if weights.shape != indices.shape or indices.shape[0] != x.shape[0]:
@@ -127,22 +121,22 @@ def routed_experts(x: jax.Array, weights: jax.Array, indices: jax.Array, gate: j
     ep = mesh.shape.get(EXPERT_AXIS, 1) if not mesh.empty else 1
     kept_fp8 = [isinstance(w, QuantizedArray) for w in (gate, up, down)]
     if any(kept_fp8):
-        if not all(kept_fp8) or implementation != "fp8_v3":
+        if not all(kept_fp8) or precision != "fp8_v3":
             raise ValueError(f"expert weights kept in E4M3 from an FP8 checkpoint need all of "
-                             f"gate/up/down kept and precision 'fp8_v3', not {implementation!r} "
+                             f"gate/up/down kept and precision 'fp8_v3', not {precision!r} "
                              f"(kept: {kept_fp8}); or load with keep_fp8=False")
         if ep > 1:
             raise ValueError(f"expert weights kept in E4M3 run on one device, but the mesh has "
                              f"{EXPERT_AXIS}={ep}; load with keep_fp8=False for expert parallelism")
-        return local_expert_outputs(x, weights, indices, gate, up, down, 0, implementation)
+        return local_expert_outputs(x, weights, indices, gate, up, down, 0, precision, choice)
     dt = x.dtype
     gate, up, down = gate.astype(dt), up.astype(dt), down.astype(dt)
     if ep == 1:
-        return local_expert_outputs(x, weights, indices, gate, up, down, 0, implementation)
-    return _expert_parallel(x, weights, indices, gate, up, down, mesh, ep, implementation)
+        return local_expert_outputs(x, weights, indices, gate, up, down, 0, precision, choice)
+    return _expert_parallel(x, weights, indices, gate, up, down, mesh, ep, precision, choice)
 
 
-def _expert_parallel(x, weights, indices, gate, up, down, mesh, ep, implementation):
+def _expert_parallel(x, weights, indices, gate, up, down, mesh, ep, precision, choice):
     token_axes = tuple(a for a in TOKEN_AXES if a in mesh.shape)
     token_shards = math.prod(mesh.shape[a] for a in token_axes)
     tp = mesh.shape.get(TENSOR_AXIS, 1)
@@ -166,7 +160,7 @@ def _expert_parallel(x, weights, indices, gate, up, down, mesh, ep, implementati
         group_i = jax.lax.all_gather(indices, EXPERT_AXIS, tiled=True)  # (ep*n, K)
         first_expert = jax.lax.axis_index(EXPERT_AXIS) * gate.shape[0]
         partial = local_expert_outputs(group_x, group_w, group_i, gate, up, down, first_expert,
-                                       implementation)  # (ep*n, D) this device's experts, F shard
+                                       precision, choice)  # (ep*n, D) this device's experts, F shard
         y = jax.lax.psum_scatter(partial, EXPERT_AXIS, tiled=True)  # (n, D)
         return jax.lax.psum(y, TENSOR_AXIS) if tp > 1 else y
 

@@ -1,10 +1,11 @@
 """`kernels="pallas"` equals `kernels="xla"`: forward, cached decoding, MoE gradients, lowering.
 
-The Pallas kernels run in the Mosaic GPU interpreter on CPU (`kernel_interpret`). Tolerance: the
-relative Frobenius error ||pallas - xla|| / ||xla|| <= 1e-2 for bf16 activations, the bound the
-kernel tests use (tests/pallas_kernels/kernel_testing.py). The test model's head dims
-(d_qk = 32 + 32, d_v = 64, C = 64) meet the kernels' shape rules (r1jax/nn/kernels.py); one
-dense and one MoE layer, no MTP, keep the interpreter's run short.
+The Pallas kernels run in the Mosaic GPU interpreter on CPU (`kernels="pallas_interpret"`);
+`kernels="pallas"` is lowered for CUDA. Tolerance: the relative Frobenius error
+||pallas - xla|| / ||xla|| <= 1e-2 for bf16 activations, the bound the kernel tests use
+(tests/pallas_kernels/kernel_testing.py). The test model's head dims (d_qk = 32 + 32, d_v = 64,
+C = 64, R = 32) meet the kernels' rules (`check_support` in pallas_kernels/<op>/mosaic_gpu.py);
+one dense and one MoE layer, no MTP, keep the interpreter's run short.
 """
 
 import collections
@@ -23,13 +24,14 @@ from r1jax.nn import kernels
 from r1jax.nn.mla import contiguous_cache_range, right_padded_causal_lengths
 from r1jax.nn.moe_dispatch import routed_experts
 from r1jax.rollout.sampling import SamplingConfig, sample
-from tests.pallas_kernels.kernel_testing import interpreted_model_kernels, lower_for_cuda, mosaic_calls
+from tests.pallas_kernels.kernel_testing import fresh_interpreter_state, lower_for_cuda, mosaic_calls
 
 BF16_TOL = 1e-2
 
 XLA_CFG = config.tiny(dtype="bfloat16", num_layers=2, first_k_dense=1, num_mtp_modules=0,
                       qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=64, kv_lora_rank=64)
 PALLAS_CFG = XLA_CFG.replace(kernels="pallas")
+INTERPRET_CFG = XLA_CFG.replace(kernels="pallas_interpret")
 
 
 def rel_err(x, ref) -> float:
@@ -40,9 +42,9 @@ def rel_err(x, ref) -> float:
 
 
 @pytest.fixture
-def interpret():
-    with interpreted_model_kernels() as params:
-        yield params
+def interpreter():
+    with fresh_interpreter_state():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +80,15 @@ def decode_kernel_runs(monkeypatch):
 
 
 def test_config_validates_kernels():
-    with pytest.raises(ValueError, match="kernels='triton'"):
+    with pytest.raises(ValueError, match=r"kernels='triton' must be one of "
+                                         r"\('xla', 'pallas', 'pallas_interpret'\)"):
         config.tiny(kernels="triton")
-    with pytest.raises(ValueError, match="dtype='bfloat16'"):
-        config.tiny(kernels="pallas")  # float32 activations cannot feed the bf16 kernels
+    for value in ("pallas", "pallas_interpret"):  # float32 activations cannot feed the bf16 kernels
+        with pytest.raises(ValueError, match=f"kernels='{value}' runs bf16 kernels: set dtype='bfloat16'"):
+            config.tiny(kernels=value)
+    assert kernels.kernel_choice(INTERPRET_CFG.kernels) == kernels.KernelChoice(pallas=True, interpret=True)
+    assert kernels.kernel_choice(PALLAS_CFG.kernels) == kernels.KernelChoice(pallas=True)
+    assert kernels.kernel_choice(XLA_CFG.kernels) == kernels.XLA
 
 
 def test_mask_conditions_for_the_attention_kernels():
@@ -112,7 +119,7 @@ def test_mask_conditions_for_the_attention_kernels():
     assert bool(fits) and starts.tolist() == [0, 2, 3, 4] and lengths.tolist() == [6, 7, 7, 7]
 
 
-def test_forward_logits_match_xla(params, interpret, kernel_calls):
+def test_forward_logits_match_xla(params, interpreter, kernel_calls):
     b, t = 2, 32
     tokens = jax.random.randint(jax.random.key(1), (b, t), 0, XLA_CFG.vocab_size)
     mask = np.ones((b, t), np.int32)
@@ -127,14 +134,51 @@ def test_forward_logits_match_xla(params, interpret, kernel_calls):
 
     want = jax.jit(logits(XLA_CFG))(params, tokens, mask)
     assert not kernel_calls
-    got = jax.jit(logits(PALLAS_CFG))(params, tokens, mask)
+    got = jax.jit(logits(INTERPRET_CFG))(params, tokens, mask)
     # One attention kernel per layer, three grouped GEMMs in the MoE layer.
     assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
     assert got.shape == want.shape == (b, t, XLA_CFG.vocab_size)
     assert rel_err(got, want) <= BF16_TOL
 
 
-def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
+def test_kernel_choice_is_part_of_the_jit_cache_key(params, interpreter, kernel_calls):
+    """The interpreter is configuration, not context: one jitted forward, traced once per config,
+    runs the kernels exactly for the config whose `kernels` asks for them."""
+    forward = jax.jit(models.forward, static_argnums=0)
+    tokens = jax.random.randint(jax.random.key(4), (2, 16), 0, XLA_CFG.vocab_size)
+    want = forward(XLA_CFG, params, tokens)[0]
+    assert not kernel_calls
+    got = forward(INTERPRET_CFG, params, tokens)[0]  # a new cache entry: traced with the kernels
+    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
+    assert rel_err(got, want) <= BF16_TOL
+    again = forward(XLA_CFG, params, tokens)[0]  # the XLA entry, from the cache: no kernel
+    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(want))
+
+
+def test_unsupported_head_dims_keep_the_xla_attention(interpreter, kernel_calls):
+    """The tiny model's heads break the kernels' rules (d_qk = 16 + 8 and d_v = 16 are not multiples
+    of 64; R = 8 gives 16-byte SMEM rows): with kernels="pallas_interpret" attention takes the
+    XLA einsums, bit for bit, without and with a cache. Dense layers only, so no grouped GEMM
+    runs either."""
+    cfg = config.tiny(dtype="bfloat16", num_layers=2, first_k_dense=2, num_mtp_modules=0)
+    params = jax.jit(models.init, static_argnums=0)(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(5), (2, 8), 0, cfg.vocab_size)
+
+    def logits(cfg):  # the naive path (no cache), then the absorbed path over a cache
+        naive = jax.jit(lambda p, tok: models.forward(cfg, p, tok)[0])(params, tokens)
+        cache = models.init_cache(cfg, 2, 64, jnp.bfloat16)
+        absorbed = jax.jit(lambda p, tok, c: models.forward(cfg, p, tok, cache=c)[0])
+        return naive, absorbed(params, tokens, cache)
+
+    want = logits(cfg)
+    got = logits(cfg.replace(kernels="pallas_interpret"))
+    assert not kernel_calls
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_prefill_and_decode_match_xla(params, interpreter, kernel_calls):
     b, prefill, steps, max_len = 2, 8, 2, 64  # a 64-slot cache is one block of the decode kernel
     tokens = jax.random.randint(jax.random.key(2), (b, prefill + steps), 0, XLA_CFG.vocab_size)
     # Unpadded rows: the written cache slots are a valid prefix, so the kernel branch runs.
@@ -154,7 +198,7 @@ def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
 
     want = generate(XLA_CFG)
     assert not kernel_calls
-    got = generate(PALLAS_CFG)
+    got = generate(INTERPRET_CFG)
     # Two traces (prefill, then T = 1 steps), each: mla_decode per layer + three grouped GEMMs.
     assert kernel_calls == {"latent_attention": 2 * 2, "grouped_matmul": 2 * 3}
     assert got.shape == want.shape == (b, prefill + steps, XLA_CFG.vocab_size)
@@ -162,7 +206,7 @@ def test_prefill_and_decode_match_xla(params, interpret, kernel_calls):
         assert rel_err(got[:, i], want[:, i]) <= BF16_TOL, i
 
 
-def test_sampling_left_padded_prompts_matches_xla(params, interpret, decode_kernel_runs):
+def test_sampling_left_padded_prompts_matches_xla(params, interpreter, decode_kernel_runs):
     """Rollouts left-pad prompts: the decode kernel runs on them (per-row starts), for the prefill
     and every step, finished rows included, with XLA's greedy tokens and logprobs."""
     p, n = 6, 3
@@ -178,7 +222,7 @@ def test_sampling_left_padded_prompts_matches_xla(params, interpret, decode_kern
     want = run(XLA_CFG, scfg)
     assert want["lengths"].tolist()[0] == 1 and min(want["lengths"].tolist()[1:]) > 1
     assert not decode_kernel_runs
-    got = run(PALLAS_CFG, scfg)
+    got = run(INTERPRET_CFG, scfg)
     # The kernel branch ran in each of the 2 layers: the prefill (T = P), then the n steps.
     assert decode_kernel_runs == {p: 2, 1: 2 * n}
     np.testing.assert_array_equal(np.asarray(got["tokens"]), np.asarray(want["tokens"]))
@@ -187,7 +231,7 @@ def test_sampling_left_padded_prompts_matches_xla(params, interpret, decode_kern
     assert rel_err(np.asarray(got["logprobs"])[m], np.asarray(want["logprobs"])[m]) <= BF16_TOL
 
 
-def test_moe_gradients_match_xla(interpret, kernel_calls):
+def test_moe_gradients_match_xla(interpreter, kernel_calls):
     n, d, f, e, k = 48, 64, 32, 8, 2
     kx, kw, ki, kg, ku, kd, kc = jax.random.split(jax.random.key(3), 7)
     x = jax.random.normal(kx, (n, d), jnp.bfloat16)
@@ -202,15 +246,16 @@ def test_moe_gradients_match_xla(interpret, kernel_calls):
     down = (jax.random.normal(kd, (e, f, d)) * f ** -0.5).astype(jnp.bfloat16)
     cotangent = jax.random.normal(kc, (n, d), jnp.float32)
 
-    def loss(implementation):
+    def loss(choice):
         def fn(x, weights, gate, up, down):
             y = routed_experts(x, weights, indices, gate, up, down, n_experts=e,
-                               implementation=implementation)  # (N, D)
+                               choice=choice)  # (N, D)
             return jnp.sum(y.astype(jnp.float32) * cotangent)
         return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3, 4)))
 
-    want_loss, want = loss("ragged_dot")(x, weights, gate, up, down)
-    got_loss, got = loss("pallas")(x, weights, gate, up, down)
+    want_loss, want = loss(kernels.kernel_choice("xla"))(x, weights, gate, up, down)
+    assert not kernel_calls
+    got_loss, got = loss(kernels.kernel_choice("pallas_interpret"))(x, weights, gate, up, down)
     assert kernel_calls == {"grouped_matmul": 3}  # the backward runs the kernel's custom_vjp
     assert abs(float(got_loss) - float(want_loss)) <= BF16_TOL * abs(float(want_loss))
     for name, g, w in zip(["x", "weights", "gate", "up", "down"], got, want):
@@ -235,13 +280,14 @@ def test_model_lowers_for_hopper_with_compiled_kernels(params, monkeypatch):
     decode = lambda p, tok, c: models.forward(PALLAS_CFG, p, tok, cache=c)[0]
     # mla_decode and the two grouped GEMM shapes.
     assert mosaic_calls(lower_for_cuda(decode, params, tokens[:, :1], cache)) == 1 + 2
-    # Without a Hopper GPU and outside the interpreter the same config runs plain XLA.
+    # Without a Hopper GPU the same config runs plain XLA (every kernel's platform rule).
     monkeypatch.setattr(pallas_kernels._common, "on_hopper", lambda: False)
     assert mosaic_calls(lower_for_cuda(jax.grad(loss), params, tokens)) == 0
 
 
 FP8_XLA_CFG = XLA_CFG.replace(precision="fp8_v3")
 FP8_PALLAS_CFG = PALLAS_CFG.replace(precision="fp8_v3")
+FP8_INTERPRET_CFG = INTERPRET_CFG.replace(precision="fp8_v3")
 
 
 def test_fp8_projections_all_request_the_kernel(params, monkeypatch):
@@ -263,7 +309,7 @@ def test_fp8_projections_all_request_the_kernel(params, monkeypatch):
     assert seen == ["pallas"] * (per_layer * XLA_CFG.num_layers + ffn)
 
 
-def test_fp8_forward_logits_match_xla(params, interpret, kernel_calls, monkeypatch):
+def test_fp8_forward_logits_match_xla(params, interpreter, kernel_calls, monkeypatch):
     """precision="fp8_v3": the projections' FP8 GEMMs on fp8_block_gemm (interpreter) give the
     logits of the XLA emulation.
 
@@ -272,8 +318,8 @@ def test_fp8_forward_logits_match_xla(params, interpret, kernel_calls, monkeypat
     few percent over layers and would hide what this test checks. The FP8 GEMMs alone differ from
     the emulation only in FP32 summation order (tests/nn/test_fp8_kernel_path.py).
     """
-    monkeypatch.setattr(kernels, "attention_kernel_fits", lambda *a: False)
-    monkeypatch.setattr(kernels, "decode_kernel_fits", lambda *a: False)
+    monkeypatch.setattr(kernels, "use_causal_attention", lambda *a, **kw: False)
+    monkeypatch.setattr(kernels, "use_latent_attention", lambda *a, **kw: False)
     gemm_shapes = set()
     kernel = pallas_kernels.fp8_block_gemm.fp8_block_gemm
 
@@ -290,7 +336,7 @@ def test_fp8_forward_logits_match_xla(params, interpret, kernel_calls, monkeypat
         return jax.jit(lambda p, tok: models.forward(cfg, p, tok)[0])
 
     want = logits(FP8_XLA_CFG)(params, tokens)
-    got = logits(FP8_PALLAS_CFG)(params, tokens)
+    got = logits(FP8_INTERPRET_CFG)(params, tokens)
     assert not kernel_calls  # attention on XLA; the experts keep the FP8 grouped GEMM
     # The distinct Fprop GEMMs, (M, K) x (N, K) with K and N padded to 128 (M = 32 tokens, D = 64):
     # q_a (D->32), kv_a (D->C+R = 96), the SwiGLUs (D->128, 128->D, 32->D); q_b (32->H*(N+R) = 256),

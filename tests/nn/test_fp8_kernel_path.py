@@ -1,9 +1,10 @@
 """fp8_matmul(kernels="pallas") runs fp8_v3's three GEMMs on pallas_kernels/fp8_block_gemm and
 equals the XLA emulation; without a kernel it is the emulation, bit for bit.
 
-The kernel runs in the Mosaic GPU interpreter on CPU (`kernel_interpret`). Both paths compute the
-same quantized math: identical E4M3 operands and scales, every product exact in FP32 (4-bit
-significands), so only the FP32 summation order differs (within a 128-chunk, and across chunks).
+The kernel runs in the Mosaic GPU interpreter on CPU (`kernels="pallas_interpret"`); "pallas" is
+lowered for CUDA. Both paths compute the same quantized math: identical E4M3 operands and scales,
+every product exact in FP32 (4-bit significands), so only the FP32 summation order differs (within
+a 128-chunk, and across chunks).
 Measured, that is ~6e-8 relative (Frobenius); the tolerance is F32_TOL = 1e-6 relative Frobenius
 for FP32 results, ~16x above it and far below any indexing or scaling bug (>= 1e-2). A BF16
 result rounds those FP32 values, which can land on opposite sides of a rounding boundary: such an
@@ -26,8 +27,8 @@ from r1jax import config
 from r1jax.nn import kernels
 from r1jax.nn.fp8 import fp8_matmul, from_weight_scale_inv, quantize_128x128
 from r1jax.nn.mlp import SwiGLU
-from tests.pallas_kernels.kernel_testing import (interpreted_model_kernels, lower_for_cuda,
-                                                  mosaic_calls, rel_err)
+from tests.pallas_kernels.kernel_testing import (fresh_interpreter_state, lower_for_cuda, mosaic_calls,
+                                                  rel_err)
 
 F32_TOL = 1e-6
 BF16_ULP = 2.0**-7
@@ -35,9 +36,9 @@ MODEL_BF16_TOL = 1e-2
 
 
 @pytest.fixture
-def interpret():
-    with interpreted_model_kernels() as params:
-        yield params
+def interpreter():
+    with fresh_interpreter_state():
+        yield
 
 
 @pytest.fixture
@@ -89,11 +90,11 @@ def _assert_same_math(got, ref):
         ((3, 50, 200), (200, 140), jnp.bfloat16, True),  # ue8m0 scales, BF16 activations
     ],
 )
-def test_kernel_matches_emulation(x_shape, w_shape, dtype, power_of_two, interpret, gemm_calls):
+def test_kernel_matches_emulation(x_shape, w_shape, dtype, power_of_two, interpreter, gemm_calls):
     x, w, dy = _inputs(x_shape, w_shape, dtype)
     ref = _y_dx_dw(x, w, dy, "xla", power_of_two)
     assert not gemm_calls
-    got = _y_dx_dw(x, w, dy, "pallas", power_of_two)
+    got = _y_dx_dw(x, w, dy, "pallas_interpret", power_of_two)
     for g, r in zip(got, ref):
         _assert_same_math(g, r)
     # Fprop, Dgrad and Wgrad all ran on the kernel, with the operands of fp8.py's docstring.
@@ -105,7 +106,7 @@ def test_kernel_matches_emulation(x_shape, w_shape, dtype, power_of_two, interpr
                           ((k, mp), (n, mp), True)}  # Wgrad: x^T @ dy^T^T, both 1x128 along tokens
 
 
-def test_prequantized_weight_on_the_kernel(interpret, gemm_calls):
+def test_prequantized_weight_on_the_kernel(interpreter, gemm_calls):
     x, w, dy = _inputs((90, 200), (200, 150), jnp.float32, seed=1)
     hf = quantize_128x128(w.T)  # a checkpoint's (out, in) E4M3 weight and its weight_scale_inv
     qw = from_weight_scale_inv(hf.values[:150, :200], hf.scales)  # (K, N) = (200, 150)
@@ -115,7 +116,7 @@ def test_prequantized_weight_on_the_kernel(interpret, gemm_calls):
         return (y, *vjp(dy))
 
     ref = y_dx("xla")
-    got = y_dx("pallas")
+    got = y_dx("pallas_interpret")
     for g, r in zip(got, ref):
         _assert_same_math(g, r)
     # Fprop (x @ W^T) and Dgrad (dy @ W) have the same operand shapes here: K, N both pad to 256.
@@ -123,24 +124,25 @@ def test_prequantized_weight_on_the_kernel(interpret, gemm_calls):
 
 
 def test_pallas_without_a_kernel_is_the_emulation(gemm_calls):
-    assert not kernels.available()  # CPU, outside kernel_interpret()
+    # CPU: fp8_block_gemm's platform rule (sm_90) sends kernels="pallas" to the emulation.
+    assert kernels.block_scaled_gemm_choice(kernels.kernel_choice("pallas")) == kernels.XLA
     x, w, dy = _inputs((2, 40, 200), (2, 200, 150), jnp.bfloat16, seed=2)
     for got, ref in zip(_y_dx_dw(x, w, dy, "pallas"), _y_dx_dw(x, w, dy, "xla")):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
     assert not gemm_calls
-    with pytest.raises(ValueError, match="kernels='triton'"):
+    with pytest.raises(ValueError, match=r"kernels='triton' must be one of \('xla', 'pallas', "):
         fp8_matmul(x, w, "fp8_v3", kernels="triton")
 
 
-def test_model_mlp_matches_xla(interpret, gemm_calls):
-    pallas_cfg = config.tiny(precision="fp8_v3", dtype="bfloat16", kernels="pallas")
+def test_model_mlp_matches_xla(interpreter, gemm_calls):
+    interpret_cfg = config.tiny(precision="fp8_v3", dtype="bfloat16", kernels="pallas_interpret")
 
     def build(cfg):
         return SwiGLU(cfg.hidden_size, cfg.intermediate_size, std=cfg.init_std,
                       param_dtype=cfg.param_dtype, rngs=nnx.Rngs(0), precision=cfg.precision,
                       kernels=cfg.kernels)
 
-    x = jax.random.normal(jax.random.key(3), (2, 24, pallas_cfg.hidden_size), jnp.bfloat16)  # (B, T, D)
+    x = jax.random.normal(jax.random.key(3), (2, 24, interpret_cfg.hidden_size), jnp.bfloat16)  # (B, T, D)
 
     def output_and_grads(cfg):
         graph, params = nnx.split(build(cfg))
@@ -152,9 +154,9 @@ def test_model_mlp_matches_xla(interpret, gemm_calls):
         (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
         return y, grads
 
-    y_ref, grads_ref = output_and_grads(pallas_cfg.replace(kernels="xla"))
-    y, grads = output_and_grads(pallas_cfg)
-    d, f, tokens = pallas_cfg.hidden_size, pallas_cfg.intermediate_size, x.shape[0] * x.shape[1]
+    y_ref, grads_ref = output_and_grads(interpret_cfg.replace(kernels="xla"))
+    y, grads = output_and_grads(interpret_cfg)
+    d, f, tokens = interpret_cfg.hidden_size, interpret_cfg.intermediate_size, x.shape[0] * x.shape[1]
     assert (d, f, tokens) == (64, 128, 48)  # D and M pad to one 128-chunk, F is one
     # Fprop and Dgrad of gate, up and down (all (48, 128) @ (128, 128)^T once padded), then the
     # Wgrads of gate/up (x^T dy: (D, M) @ (F, M)^T) and of down (h^T dy: (F, M) @ (D, M)^T).

@@ -66,10 +66,10 @@ def test_output_in_activation_dtype():
     assert y.dtype == jnp.bfloat16 and y.shape == (16, 8)
 
 
-def test_unknown_implementation_names_the_valid_ones():
+def test_unknown_precision_names_the_valid_ones():
     args = random_problem(8, 8, 4, 4, 2)
-    with pytest.raises(ValueError, match=r"implementation='pallas_typo'.*\('ragged_dot', 'pallas', 'fp8_v3', 'fp8_per_tensor'\)"):
-        routed_experts(*args, n_experts=4, implementation="pallas_typo")
+    with pytest.raises(ValueError, match=r"'fp8_typo' is unknown; use one of bf16, fp8_v3, fp8_per_tensor"):
+        routed_experts(*args, n_experts=4, precision="fp8_typo")
 
 
 def test_expert_count_mismatch_raises():

@@ -1,5 +1,5 @@
-"""Helpers shared by the kernel tests: error metric, CUDA lowering on a CPU host, and the model's
-kernels run in the Mosaic GPU interpreter."""
+"""Helpers shared by the kernel tests: error metric, CUDA lowering on a CPU host, and a clean
+Mosaic GPU interpreter state for the model-level kernel tests."""
 
 import contextlib
 
@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
-from jax.experimental.pallas import mosaic_gpu as plgpu
 
 BF16_TOL = 1e-2  # relative Frobenius error for bf16 inputs/outputs
 F32_TOL = 1e-5  # same, fp32 paths
@@ -31,14 +30,14 @@ def mosaic_calls(text: str) -> int:
   return text.count("stablehlo.custom_call @mosaic_gpu")
 
 
-
 @contextlib.contextmanager
-def interpreted_model_kernels():
-  """r1jax.nn.kernels traced inside run in the interpreter; unwritten SMEM/GMEM reads come out NaN."""
-  from r1jax.nn import kernels
+def fresh_interpreter_state():
+  """Resets the Mosaic GPU interpreter's global state on exit: a kernel that raised leaves it dirty.
 
+  The model runs its kernels in the interpreter with `ModelConfig.kernels="pallas_interpret"`
+  (r1jax/nn/kernels.py: uninitialized SMEM/GMEM reads come out NaN).
+  """
   try:
-    with kernels.kernel_interpret(plgpu.InterpretGPUParams(uninitialized_memory="nan")) as params:
-      yield params
+    yield
   finally:
-    interpret_pallas_call.reset_gpu_interpret_mode_state()  # a kernel that raised leaves state
+    interpret_pallas_call.reset_gpu_interpret_mode_state()

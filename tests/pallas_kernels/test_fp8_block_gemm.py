@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import fp8_block_gemm as fp8
-from pallas_kernels.fp8_block_gemm import reference
+from pallas_kernels.fp8_block_gemm import mosaic_gpu, reference
 from tests.pallas_kernels.kernel_testing import BF16_TOL, F32_TOL, lower_for_cuda, mosaic_calls, rel_err
 
 SMALL = fp8.BlockSizes(block_m=64, block_n=64, max_concurrent_steps=2)
@@ -85,7 +85,7 @@ def test_reference_matches_dequantized_matmul():
   assert rel_err(got, expected) <= F32_TOL
 
 
-def test_lowers_for_cuda():
+def test_lowers_for_cuda(hopper):
   m, n, k = 256, 512, 1024
   args = (jax.ShapeDtypeStruct((m, k), jnp.float8_e4m3fn), jax.ShapeDtypeStruct((m, k // 128), jnp.float32),
           jax.ShapeDtypeStruct((n, k), jnp.float8_e4m3fn), jax.ShapeDtypeStruct((n // 128, k // 128), jnp.float32))
@@ -105,6 +105,35 @@ def test_xla_dispatch_and_validation():
     fp8.fp8_block_gemm(a, a_scale[:, :0], b, b_scale)
   with pytest.raises(ValueError, match="float8_e4m3fn"):
     fp8.fp8_block_gemm(a.astype(jnp.bfloat16), a_scale, b, b_scale)
+
+
+@pytest.fixture
+def kernel_runs(monkeypatch):
+  """The calls that reach the Mosaic GPU kernel (not the reference)."""
+  runs = []
+  kernel = mosaic_gpu.fp8_block_gemm
+  monkeypatch.setattr(mosaic_gpu, "fp8_block_gemm",
+                      lambda *a, **kw: runs.append(a[0].shape) or kernel(*a, **kw))
+  return runs
+
+
+def test_implementation_none_runs_the_kernel_in_the_interpreter(interpret, kernel_runs):
+  a, a_scale, b, b_scale = _operands(64, 64, 128)
+  out = fp8.fp8_block_gemm(a, a_scale, b, b_scale, out_dtype=jnp.float32, block_sizes=SMALL,
+                           interpret=interpret)
+  assert kernel_runs == [a.shape]
+  assert rel_err(out, reference.fp8_block_gemm(a, a_scale, b, b_scale, out_dtype=jnp.float32)) <= F32_TOL
+
+
+def test_off_hopper_takes_the_reference(not_hopper, kernel_runs):
+  """Compiled, the kernel runs on sm_90 only: implementation=None gives the reference elsewhere,
+  implementation="mosaic_gpu" raises the platform rule."""
+  a, a_scale, b, b_scale = _operands(16, 64, 128)
+  np.testing.assert_array_equal(fp8.fp8_block_gemm(a, a_scale, b, b_scale),
+                                reference.fp8_block_gemm(a, a_scale, b, b_scale))
+  with pytest.raises(NotImplementedError, match=r"compiles for sm_90 \(Hopper\) only.*interpret="):
+    fp8.fp8_block_gemm(a, a_scale, b, b_scale, implementation="mosaic_gpu")
+  assert not kernel_runs
 
 
 @pytest.mark.parametrize("m,n,k", [(64, 64, 128), (100, 130, 300), (8, 192, 256)])
@@ -149,7 +178,7 @@ def test_reference_row_scales_match_float64():
   assert rel_err(got, deq_a @ deq_b.T) <= F32_TOL
 
 
-def test_row_scales_lower_for_cuda():
+def test_row_scales_lower_for_cuda(hopper):
   m, n, k = 256, 512, 1024
   args = (jax.ShapeDtypeStruct((m, k), jnp.float8_e4m3fn), jax.ShapeDtypeStruct((m, k // 128), jnp.float32),
           jax.ShapeDtypeStruct((n, k), jnp.float8_e4m3fn), jax.ShapeDtypeStruct((n, k // 128), jnp.float32))

@@ -70,7 +70,7 @@ def test_tile_layout_places_every_row_once():
   assert sorted(p2r[p2r < 140].tolist()) == list(range(136))
 
 
-def test_lowers_for_cuda_forward_and_backward():
+def test_lowers_for_cuda_forward_and_backward(hopper):
   m, k, n, g = 512, 256, 256, 4
   x = jax.ShapeDtypeStruct((m, k), jnp.bfloat16)
   w = jax.ShapeDtypeStruct((g, k, n), jnp.bfloat16)
@@ -92,6 +92,39 @@ def test_xla_dispatch_and_validation():
     gmm.grouped_matmul(x, w, gs[:1])
   with pytest.raises(ValueError, match="lhs.shape"):
     gmm.grouped_matmul(x[:, :8], w, gs)
+
+
+@pytest.fixture
+def kernel_runs(monkeypatch):
+  """The calls that reach the Mosaic GPU kernel (not ragged_dot)."""
+  runs = []
+  kernel = mosaic_gpu.grouped_matmul
+  monkeypatch.setattr(mosaic_gpu, "grouped_matmul",
+                      lambda *a, **kw: runs.append(a[0].shape) or kernel(*a, **kw))
+  return runs
+
+
+def test_implementation_none_runs_the_kernel_where_it_supports_the_call(interpret, kernel_runs):
+  x, w, gs, _ = _operands(64, 64, 64, [40, 24])
+  out = gmm.grouped_matmul(x, w, gs, block_sizes=SMALL, interpret=interpret)
+  assert kernel_runs == [x.shape]
+  assert rel_err(out, reference.grouped_matmul(x, w, gs, preferred_element_type=jnp.float32)) <= BF16_TOL
+
+
+@pytest.mark.parametrize("dtype,device,rule", [
+    (jnp.float32, "interpreter", r"lhs.dtype=float32 must be bfloat16"),
+    (jnp.bfloat16, "not hopper", r"compiles for sm_90 \(Hopper\) only"),
+])
+def test_unsupported_calls_take_ragged_dot(dtype, device, rule, interpret, not_hopper, kernel_runs):
+  """implementation=None gives jax.lax.ragged_dot where check_support names a rule the call
+  breaks; implementation="mosaic_gpu" raises that rule."""
+  x, w, gs, _ = _operands(40, 32, 16, [10, 30])
+  x, w = x.astype(dtype), w.astype(dtype)
+  kwargs = dict(block_sizes=SMALL, interpret=interpret if device == "interpreter" else None)
+  np.testing.assert_array_equal(gmm.grouped_matmul(x, w, gs, **kwargs), jax.lax.ragged_dot(x, w, gs))
+  with pytest.raises(NotImplementedError, match=rule):
+    gmm.grouped_matmul(x, w, gs, implementation="mosaic_gpu", **kwargs)
+  assert not kernel_runs
 
 
 @pytest.mark.gpu

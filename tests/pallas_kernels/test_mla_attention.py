@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import mla_attention as attn
-from pallas_kernels.mla_attention import reference
+from pallas_kernels.mla_attention import mosaic_gpu, reference
 from tests.pallas_kernels.kernel_testing import BF16_TOL, lower_for_cuda, mosaic_calls, rel_err
 
 DQK, DV = 192, 128
@@ -60,7 +60,7 @@ def test_interpret_gradients_match_reference(race_checked_interpret):
 
 
 @pytest.mark.parametrize("p_in_registers", [False, True])
-def test_lowers_for_cuda_forward_and_backward(p_in_registers):
+def test_lowers_for_cuda_forward_and_backward(p_in_registers, hopper):
   b, t, h = 2, 512, 4
   blocks = attn.BlockSizes(p_in_registers=p_in_registers)
   q = jax.ShapeDtypeStruct((b, t, h, DQK), jnp.bfloat16)
@@ -77,7 +77,7 @@ def test_lowers_for_cuda_forward_and_backward(p_in_registers):
 
 
 @pytest.mark.skip(reason="the Mosaic GPU interpreter has no rule for wgmma with a register A operand "
-                         "(NotImplementedError: 'wgmma' not found for platform cpu); covered by lowering and GPU tests")
+                         "(check_support raises NotImplementedError); covered by lowering and GPU tests")
 def test_interpret_p_in_registers(interpret):
   q, k, v, _ = _operands(1, 128, 1)
   out = attn.mla_attention(q, k, v, softmax_scale=DQK ** -0.5, implementation="mosaic_gpu",
@@ -91,6 +91,44 @@ def test_xla_dispatch_and_validation():
   np.testing.assert_array_equal(out, reference.mla_attention(q, k, v, softmax_scale=0.1))
   with pytest.raises(ValueError, match="v.shape"):
     attn.mla_attention(q, k, v[:, :8], softmax_scale=0.1)
+
+
+@pytest.fixture
+def kernel_runs(monkeypatch):
+  """The calls that reach the Mosaic GPU kernel (not the reference)."""
+  runs = []
+  kernel = mosaic_gpu.mla_attention
+  monkeypatch.setattr(mosaic_gpu, "mla_attention",
+                      lambda *a, **kw: runs.append(a[0].shape) or kernel(*a, **kw))
+  return runs
+
+
+def test_implementation_none_runs_the_kernel_where_it_supports_the_call(interpret, kernel_runs):
+  q, k, v, _ = _operands(1, 64, 1)
+  out = attn.mla_attention(q, k, v, softmax_scale=DQK ** -0.5, interpret=interpret)
+  assert kernel_runs == [q.shape]
+  assert rel_err(out, _reference(q, k, v, None)) <= BF16_TOL
+
+
+@pytest.mark.parametrize("dqk,dv,dtype,device,p_in_registers,rule", [
+    (96, 64, jnp.bfloat16, "interpreter", False, r"Dqk=96 .* and Dv=64 .* must be multiples of 64"),
+    (64, 96, jnp.bfloat16, "interpreter", False, r"Dqk=64 .* and Dv=96 .* must be multiples of 64"),
+    (DQK, DV, jnp.float32, "interpreter", False, r"q.dtype=float32 must be bfloat16"),
+    (DQK, DV, jnp.bfloat16, "not hopper", False, r"compiles for sm_90 \(Hopper\) only"),
+    (DQK, DV, jnp.bfloat16, "interpreter", True, r"p_in_registers=True.* interpreter cannot run"),
+])
+def test_unsupported_calls_take_the_reference(dqk, dv, dtype, device, p_in_registers, rule, interpret,
+                                              not_hopper, kernel_runs):
+  """implementation=None gives the XLA reference where check_support names a rule the call breaks;
+  implementation="mosaic_gpu" raises that rule."""
+  q, k, v = (x.astype(dtype) for x in _operands(1, 64, 2, dqk=dqk, dv=dv)[:3])
+  kwargs = dict(softmax_scale=0.1, block_sizes=attn.BlockSizes(p_in_registers=p_in_registers),
+                interpret=interpret if device == "interpreter" else None)
+  out = attn.mla_attention(q, k, v, **kwargs)
+  np.testing.assert_array_equal(out, reference.mla_attention(q, k, v, softmax_scale=0.1))
+  with pytest.raises(NotImplementedError, match=rule):
+    attn.mla_attention(q, k, v, implementation="mosaic_gpu", **kwargs)
+  assert not kernel_runs
 
 
 @pytest.mark.gpu

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pallas_kernels._common
 from pallas_kernels import mla_decode as dec
 from pallas_kernels.mla_decode import mosaic_gpu, reference
 from tests.pallas_kernels.kernel_testing import BF16_TOL, F32_TOL, lower_for_cuda, mosaic_calls, rel_err
@@ -143,7 +144,7 @@ def test_interpret_no_races_with_starts(race_checked_interpret):
 
 @pytest.mark.parametrize("with_starts", [False, True])
 @pytest.mark.parametrize("p_in_registers", [False, True])
-def test_lowers_for_cuda_deepseek_dims(p_in_registers, with_starts):
+def test_lowers_for_cuda_deepseek_dims(p_in_registers, with_starts, hopper):
   b, h, s = 2, 128, 2048
   blocks = dec.BlockSizes(block_dv=256 if p_in_registers else 128, p_in_registers=p_in_registers)
   args = (jax.ShapeDtypeStruct((b, 1, h, 576), jnp.bfloat16), jax.ShapeDtypeStruct((b, s, 512), jnp.bfloat16),
@@ -155,7 +156,7 @@ def test_lowers_for_cuda_deepseek_dims(p_in_registers, with_starts):
 
 
 @pytest.mark.skip(reason="the Mosaic GPU interpreter has no rule for wgmma with a register A operand "
-                         "(NotImplementedError: 'wgmma' not found for platform cpu); covered by lowering and GPU tests")
+                         "(check_support raises NotImplementedError); covered by lowering and GPU tests")
 def test_interpret_p_in_registers(interpret):
   q, c_kv, k_rope = _operands(1, 1, 64, 128)
   lengths = jnp.array([100], jnp.int32)
@@ -181,6 +182,61 @@ def test_xla_dispatch_and_validation():
     dec.mla_decode(q, c_kv, k_rope[..., :32], lengths, softmax_scale=0.1, latent_dim=LATENT)
   with pytest.raises(ValueError, match=r"starts.shape=\(1, 1\) must be \(1,\)"):
     dec.mla_decode(q, c_kv, k_rope, lengths, starts[:, None], softmax_scale=0.1, latent_dim=LATENT)
+
+
+@pytest.fixture
+def kernel_runs(monkeypatch):
+  """The calls that reach the Mosaic GPU kernel (not the reference), as the block sizes they ran."""
+  runs = []
+  kernel = mosaic_gpu.mla_decode
+  monkeypatch.setattr(mosaic_gpu, "mla_decode",
+                      lambda *a, **kw: runs.append(kw["block_sizes"]) or kernel(*a, **kw))
+  return runs
+
+
+def test_implementation_none_runs_the_kernel_where_it_supports_the_call(interpret, kernel_runs):
+  q, c_kv, k_rope = _operands(1, 1, 8, 64)
+  lengths = jnp.array([50], jnp.int32)
+  out = dec.mla_decode(q, c_kv, k_rope, lengths, softmax_scale=0.1, latent_dim=LATENT, interpret=interpret)
+  # block_sizes=None: the interpreter's default stages P through SMEM, 128 value columns per CTA.
+  assert kernel_runs == [dec.BlockSizes(block_dv=128, p_in_registers=False)]
+  ref = reference.mla_decode(q.astype(jnp.float32), c_kv, k_rope, lengths, softmax_scale=0.1, latent_dim=LATENT)
+  assert rel_err(out, ref) <= BF16_TOL
+
+
+def test_default_block_sizes_follow_the_latent_width():
+  assert dec.default_block_sizes(512) == dec.BlockSizes()  # V3: P in registers, 256 columns
+  assert dec.default_block_sizes(512, interpret=True) == dec.BlockSizes(block_dv=128, p_in_registers=False)
+  assert dec.default_block_sizes(384) == dec.BlockSizes(block_dv=128, p_in_registers=False)
+  assert dec.default_block_sizes(192) == dec.BlockSizes(block_dv=64, p_in_registers=False)
+
+
+@pytest.mark.parametrize("latent,rope,dtype,device,blocks,rule", [
+    (LATENT, 8, jnp.bfloat16, "interpreter", None, r"rope width 8 .* must be a multiple of 16"),
+    (96, ROPE, jnp.bfloat16, "interpreter", None, r"latent_dim=96 must be a multiple of bs.block_dv=64"),
+    (LATENT, ROPE, jnp.bfloat16, "interpreter", dec.BlockSizes(block_dv=32, p_in_registers=False),
+     r"bs.block_dv=32, itself a multiple of 64"),
+    (256, ROPE, jnp.bfloat16, "hopper", dec.BlockSizes(block_dv=256, p_in_registers=False),
+     r"bs.block_dv=256 > 128 needs p_in_registers=True"),
+    (LATENT, ROPE, jnp.bfloat16, "interpreter", dec.BlockSizes(block_dv=64), r"interpreter cannot run"),
+    (LATENT, ROPE, jnp.float32, "interpreter", None, r"q.dtype=float32 must be bfloat16"),
+    (LATENT, ROPE, jnp.bfloat16, "not hopper", None, r"compiles for sm_90 \(Hopper\) only"),
+])
+def test_unsupported_calls_take_the_reference(latent, rope, dtype, device, blocks, rule, interpret,
+                                              kernel_runs, monkeypatch):
+  """implementation=None gives the XLA reference where check_support names a rule the call breaks;
+  implementation="mosaic_gpu" raises that rule."""
+  monkeypatch.setattr(pallas_kernels._common, "on_hopper", lambda: device == "hopper")
+  q, c_kv, k_rope = (x.astype(dtype) for x in _operands(2, 1, 4, 80, latent=latent, rope=rope))
+  lengths, starts = jnp.array([80, 41], jnp.int32), jnp.array([0, 7], jnp.int32)
+  kwargs = dict(softmax_scale=0.1, latent_dim=latent, block_sizes=blocks,
+                interpret=interpret if device == "interpreter" else None)
+  out = dec.mla_decode(q, c_kv, k_rope, lengths, starts, **kwargs)
+  ref = reference.mla_decode(q, c_kv, k_rope, lengths, starts, softmax_scale=0.1, latent_dim=latent)
+  np.testing.assert_array_equal(out, ref)
+  with pytest.raises(NotImplementedError, match=rule):
+    dec.mla_decode(q, c_kv, k_rope, lengths, starts, implementation="mosaic_gpu", **kwargs)
+  assert not kernel_runs
 
 
 @pytest.mark.gpu
