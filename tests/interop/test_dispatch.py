@@ -8,7 +8,7 @@ import os
 import jax
 import pytest
 
-from tests.interop.test_import_cycles import PACKAGE_ROOT, module_graph
+from tests.test_import_layers import PACKAGE_ROOT, module_graph
 from r1jax import config, models
 from r1jax.interop import hf
 from r1jax.models import qwen2

@@ -1,5 +1,6 @@
-"""No import cycles in r1jax: between modules, and between its packages (DESIGN.md: imports point
-down only).
+"""Imports point down only (docs/DESIGN.md): no import cycle in r1jax, between modules or between
+its packages, and every package imports only from the layers below it; rl, eval and distill are
+siblings that meet in the rollout layer and never import one another.
 
 The graph is read from the source with `ast`, so every import counts, function-level ones
 included (a lazy import hides a cycle from the interpreter, not from the design); only imports
@@ -17,12 +18,17 @@ import r1jax
 
 PACKAGE_ROOT = pathlib.Path(r1jax.__file__).resolve().parent
 
-# Package-level cycles outside r1jax/interop that exist today and that a separate change removes:
-#   r1jax.rl <-> r1jax.eval: rl.grpo_loop and rl.r1_zero import eval.evaluate, which imports
-#   rl.rewards and rl.sampling.
-# While one of these is all the package check finds, it is an expected failure (xfail). Delete this
-# list once that change is in: from then on any package cycle fails.
-KNOWN_PACKAGE_CYCLES_OUTSIDE_INTEROP = [{"r1jax.eval", "r1jax.rl"}]
+# The layers, top to bottom. A package may import its own modules and packages of lower layers.
+LAYERS = (
+    ("r1jax.recipe",),
+    ("r1jax.rl", "r1jax.eval", "r1jax.distill"),
+    ("r1jax.rollout", "r1jax.train"),
+    ("r1jax.sharding", "r1jax.interop"),
+    ("r1jax.models", "r1jax.data", "r1jax.distributed"),
+    ("r1jax.nn",),
+    ("r1jax.config",),
+)
+RANK = {package: len(LAYERS) - i for i, layer in enumerate(LAYERS) for package in layer}
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -146,11 +152,17 @@ def test_no_import_cycle_between_r1jax_modules():
 def test_no_import_cycle_between_r1jax_packages():
     graph = package_graph(module_graph(PACKAGE_ROOT, "r1jax"))
     found = cycles(graph)
-    unexpected = [c for c in found if set(c) not in KNOWN_PACKAGE_CYCLES_OUTSIDE_INTEROP]
-    assert not unexpected, "\n" + report(graph, unexpected)
-    if found:
-        pytest.xfail("known package cycles outside r1jax/interop, removed by a separate change:\n"
-                     + report(graph, found))
+    assert not found, "\n" + report(graph, found)
+
+
+def test_every_package_imports_only_from_lower_layers():
+    graph = package_graph(module_graph(PACKAGE_ROOT, "r1jax"))
+    graph.pop("r1jax", None)  # the top-level __init__ exposes nothing from the layers
+    unplaced = sorted(set(graph) - set(RANK))
+    assert not unplaced, f"packages not placed in LAYERS: {unplaced}"
+    upward = [f"{src} -> {dst}   ({where})" for src, edges in graph.items()
+              for dst, where in edges.items() if dst in RANK and RANK[dst] >= RANK[src]]
+    assert not upward, "imports that do not point down:\n" + "\n".join(upward)
 
 
 def test_the_checker_sees_a_function_level_cycle(tmp_path):
