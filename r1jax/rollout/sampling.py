@@ -2,7 +2,9 @@
 
 Axis glossary: B prompts, G samples per prompt, P prompt length (left-padded), N new tokens,
 V vocab. Everything is jitted with static P and N; call it under a mesh and the batch and params
-shard like a train step.
+shard like a train step. Temperature and top-p are traced values, not compile-time constants, so
+evaluation (T=0.6), rollouts (T=1.0, 0.7) and rejection sampling of the same shapes share one
+compiled sampler.
 
 Returned logprobs are the model's own log-softmax of each sampled token (temperature 1, no
 top-p/top-k), i.e. exactly what a forward pass over the finished sequence gives: GRPO uses them
@@ -16,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from r1jax import models
 from r1jax.config import ModelConfig
@@ -32,24 +35,26 @@ class SamplingConfig:
     stop_ids: tuple[int, ...] = ()  # generation of a row ends after any of these (e.g. EOS)
 
 
-def filter_logits(logits: jax.Array, *, temperature: float, top_p: float, top_k: int) -> jax.Array:
+def filter_logits(logits: jax.Array, *, temperature, top_p, top_k: int) -> jax.Array:
     """Temperature, then top-k, then nucleus (top-p): the smallest set of tokens whose
-    probability reaches top_p keeps its logits, everything else gets -inf. (.., V) float32."""
-    logits = logits.astype(jnp.float32) / max(temperature, 1e-6)
+    probability reaches top_p keeps its logits, everything else gets -inf. (.., V) float32.
+    temperature and top_p may be traced; top_p >= 1 skips the sort at run time."""
+    logits = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
     if top_k:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
-    if top_p < 1.0:
+
+    def nucleus(logits):
         sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
         probs = jax.nn.softmax(sorted_logits, axis=-1)
         mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
         keep_sorted = mass_before < top_p  # the first token is always kept
         threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits < threshold, -jnp.inf, logits)
-    return logits
+        return jnp.where(logits < threshold, -jnp.inf, logits)
+
+    return jax.lax.cond(top_p < 1.0, nucleus, lambda x: x, logits)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
 def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
            prompt_mask: jax.Array, rng: jax.Array) -> dict:
     """Sample G completions for each left-padded prompt.
@@ -59,6 +64,15 @@ def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: 
       mask (B*G, N) bool, True for generated tokens (the stop token included);
       lengths (B*G,) int32.
     """
+    # Only what shapes the program is static: one compiled sampler for every temperature/top-p.
+    shape = dataclasses.replace(scfg, temperature=1.0, top_p=1.0)
+    return _sample(cfg, shape, params, prompt_tokens, prompt_mask, rng,
+                   np.float32(scfg.temperature), np.float32(scfg.top_p))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
+def _sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
+            prompt_mask: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array) -> dict:
     g, n = scfg.num_samples, scfg.max_new_tokens
     tokens = jnp.repeat(prompt_tokens, g, axis=0)  # (B*G, P)
     mask = jnp.repeat(prompt_mask.astype(jnp.bool_), g, axis=0)
@@ -75,7 +89,7 @@ def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: 
         if scfg.greedy:
             tok = jnp.argmax(logits, axis=-1)
         else:
-            filtered = filter_logits(logits, temperature=scfg.temperature, top_p=scfg.top_p,
+            filtered = filter_logits(logits, temperature=temperature, top_p=top_p,
                                      top_k=scfg.top_k)
             tok = jax.random.categorical(key, filtered, axis=-1)
         return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
@@ -97,8 +111,3 @@ def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: 
     return {"tokens": toks, "logprobs": logps, "mask": alive,
             "lengths": alive.sum(axis=1).astype(jnp.int32)}
 
-
-def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    """Cut decoded text right after the first stop string (kept), for text-level stops."""
-    cut = min((text.find(s) + len(s) for s in stops if s in text), default=len(text))
-    return text[:cut]
