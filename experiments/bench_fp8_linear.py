@@ -33,6 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.bench_kernels import time_ms  # noqa: E402
+from experiments.cli import single_process_only  # noqa: E402
 from r1jax.nn import kernels  # noqa: E402
 from r1jax.nn.fp8 import fp8_matmul  # noqa: E402
 
@@ -98,6 +99,7 @@ def main(argv=None):
     parser.add_argument("--shapes", default=",".join(V3_SHAPES), help="comma-separated MxKxN")
     parser.add_argument("--iters", type=int, default=20)
     args = parser.parse_args(argv)
+    single_process_only("experiments/bench_fp8_linear.py")
     rows = []
     for spec in args.shapes.split(","):
         try:

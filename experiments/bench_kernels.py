@@ -12,12 +12,17 @@ that fail to run (the error is shown instead).
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from experiments.cli import single_process_only  # noqa: E402
 from pallas_kernels.fp8_block_gemm import fp8_block_gemm, quantize_128x128, quantize_1x128
 from pallas_kernels.grouped_matmul import grouped_matmul
 from pallas_kernels.mla_attention import BlockSizes as AttentionBlocks
@@ -182,6 +187,7 @@ def main():
   parser.add_argument("--ops", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
   parser.add_argument("--iters", type=int, default=20)
   args = parser.parse_args()
+  single_process_only("experiments/bench_kernels.py")
   print(f"device: {jax.devices()[0].device_kind}")
   gbps, tflops = measure_peaks(args.iters)
   print(f"measured copy bandwidth {gbps:.0f} GB/s, bf16 GEMM {tflops:.0f} TFLOP/s (8192^3)\n")

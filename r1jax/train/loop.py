@@ -16,6 +16,7 @@ every kind of stage.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import signal
@@ -56,8 +57,9 @@ class StopRequested:
             signal.signal(sig, handler)
 
 
-class BatchSource:
-    """Where the loop's batches come from. Subclasses override what they need.
+class BatchSource(abc.ABC):
+    """Where the loop's batches come from. Subclasses implement `next` and override what else
+    they need.
 
     `next` returns (batch, host_metrics): the batch as global arrays laid out for the step (rows
     over the batch axes), and host-side numbers to log with the step's metrics. The iterator
@@ -68,8 +70,9 @@ class BatchSource:
     def start(self, mesh, state) -> None:
         """Called once under the mesh, after the state is initialised or restored."""
 
+    @abc.abstractmethod
     def next(self, state) -> tuple[dict, dict]:
-        raise NotImplementedError(f"{type(self).__name__} must implement next(state)")
+        """(batch, host_metrics) for the next step, given the current state."""
 
     def after_step(self, state, step: int) -> None:
         """Called after every step with the new state and the number of steps done."""
