@@ -24,6 +24,7 @@ setup(
     extras_require={
         # transformers + torch are the parity oracle; they build tiny reference models locally.
         "hf": ["transformers>=5.17", "torch>=2.9"],
-        "test": ["pytest>=9.0", "pytest-xdist>=3.8", "transformers>=5.17", "torch>=2.9"],
+        "test": ["pytest>=9.0", "pytest-xdist>=3.8", "filelock>=3.12", "transformers>=5.17",
+                 "torch>=2.9"],
     },
 )

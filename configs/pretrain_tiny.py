@@ -3,8 +3,9 @@
 Command:  python experiments/train.py --config configs/pretrain_tiny.py --workdir /tmp/pretrain
 Hardware: 2 CPU cores.  (`:runlocal`: 2 steps.)
 Expected: next-token NLL falls from ln(512) ~ 6.2. Measured with the same model on the
-arithmetic-only corpus (configs/r1_zero_tiny.py, 1-2 digits): NLL 6.22 at step 1, 2.77 at step 25,
-0.19 at step 1000; this recipe's mixed arithmetic + Countdown corpus has not been measured.
+arithmetic-only corpus (stage `base` of configs/r1_pipeline_tiny.py, 1-2 digits): NLL 6.22 at
+step 1, 2.77 at step 25, 0.19 at step 1000; this recipe's mixed arithmetic + Countdown corpus
+has not been measured.
 """
 
 import dataclasses

@@ -84,8 +84,9 @@ def get_config(arg=None):
 
 
 def runlocal(cfg: PipelineConfig) -> PipelineConfig:
-    """Every stage for 2 steps on 4 problems; data sets keep every readable sample (an untrained
-    teacher is rarely right), so each stage has data to train on."""
+    """Every stage for 2 steps on 4 problems, with a 2-layer teacher (a dense and a MoE layer, MTP)
+    and a 1-layer student; data sets keep every sample (an untrained teacher is rarely right), so
+    each stage has data to train on."""
     smoke_eval = dataclasses.replace(EVAL, num_problems=4, k=2, prompts_per_batch=4, max_new_tokens=16)
     two = TrainConfig(steps=2, log_every=1, ckpt_every=2)
     smoke_data = dict(num_prompts=4, k=2, max_new_tokens=16, prompts_per_batch=4, require_correct=False,
@@ -95,8 +96,12 @@ def runlocal(cfg: PipelineConfig) -> PipelineConfig:
         c = getattr(cfg, name)
         stages[name] = dataclasses.replace(
             c, data=dataclasses.replace(c.data, batch_size=4, seq_len=64), train=two, eval=smoke_eval)
+    stages["base"] = dataclasses.replace(stages["base"], model=cfg.base.model.replace(num_layers=2))
+    stages["student_base"] = dataclasses.replace(
+        stages["student_base"], model=cfg.student_base.model.replace(num_layers=1))
     for name in ("r1_zero", "reasoning_rl", "final_rl", "student_rl"):
-        stages[name] = dataclasses.replace(getattr(cfg, name), train=two, prompts_per_step=2,
+        # 4 prompts x 2 samples: the shapes of the evaluation, so both share one compiled sampler.
+        stages[name] = dataclasses.replace(getattr(cfg, name), train=two, prompts_per_step=4,
                                            max_new_tokens=16, grpo=GRPOConfig(group_size=2),
                                            eval=smoke_eval)
     for name in ("cold_start_data", "rejection_data", "distill_data"):

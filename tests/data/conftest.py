@@ -1,15 +1,10 @@
-"""One tokenizer per test session, trained on the embedded corpus (about a second)."""
+"""The session tokenizer's work directory, for tests of the tokenizer cache."""
+
+import os
 
 import pytest
 
-from r1jax.data import tokenizer as tokenizer_lib
-
 
 @pytest.fixture(scope="session")
-def tokenizer_workdir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_workdir):
-    return tokenizer_lib.load_or_train_tokenizer(tokenizer_workdir)
+def tokenizer_workdir(tokenizer):
+    return os.path.dirname(tokenizer.model_path)

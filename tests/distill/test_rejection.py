@@ -11,7 +11,6 @@ import pytest
 
 from r1jax import config, models
 from r1jax.data import chat, file_dataset, sft_batches
-from r1jax.data import tokenizer as tokenizer_lib
 from r1jax.distill import rejection
 from r1jax.rollout import SamplingConfig
 from tests.rollout import scripted
@@ -44,8 +43,8 @@ K = 5
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return tokenizer_lib.load_or_train_tokenizer(str(tmp_path_factory.mktemp("tokenizer")))
+def tok(tokenizer):
+    return tokenizer
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ TOL = 1e-4
 
 
 def test_prefill_then_decode_matches_full_forward():
-    cfg = config.tiny(init_std=0.1)
+    cfg = config.tiny(num_layers=2, init_std=0.1)  # a dense and a MoE layer
     params = models.init(cfg, jax.random.key(0))
     b, t, prefill = 3, 20, 7
     tokens = jax.random.randint(jax.random.key(1), (b, t), 0, cfg.vocab_size)

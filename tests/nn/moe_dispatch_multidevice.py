@@ -8,7 +8,8 @@ tests/nn/test_moe_dispatch.py runs it and asserts on those lines.
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8")
 
 import json  # noqa: E402
 

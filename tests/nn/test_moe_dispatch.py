@@ -78,8 +78,7 @@ def test_expert_count_mismatch_raises():
         routed_experts(*args, n_experts=6)
 
 
-@pytest.fixture(scope="module")
-def multidevice_results():
+def run_multidevice_checks(directory):
     repo = MULTIDEVICE_SCRIPT.parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, str(MULTIDEVICE_SCRIPT)], capture_output=True, text=True,
@@ -90,6 +89,11 @@ def multidevice_results():
             result = json.loads(line)
             results[result["check"]] = result
     return results, run.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def multidevice_results(once):
+    return once("moe_dispatch_multidevice", run_multidevice_checks)
 
 
 @pytest.mark.parametrize("check", MULTIDEVICE_CHECKS)

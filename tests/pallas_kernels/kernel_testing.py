@@ -41,3 +41,12 @@ def fresh_interpreter_state():
     yield
   finally:
     interpret_pallas_call.reset_gpu_interpret_mode_state()
+
+
+def record_kernel_runs(monkeypatch, module, name: str, what=lambda args, kwargs: args[0].shape):
+  """Wrap `module.name` (a kernel entry point) to record `what(args, kwargs)` of every call that
+  reaches it; returns the list, filled as the test runs."""
+  runs = []
+  kernel = getattr(module, name)
+  monkeypatch.setattr(module, name, lambda *a, **kw: runs.append(what(a, kw)) or kernel(*a, **kw))
+  return runs

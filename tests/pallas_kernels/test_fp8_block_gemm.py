@@ -11,7 +11,8 @@ import pytest
 
 from pallas_kernels import fp8_block_gemm as fp8
 from pallas_kernels.fp8_block_gemm import mosaic_gpu, reference
-from tests.pallas_kernels.kernel_testing import BF16_TOL, F32_TOL, lower_for_cuda, mosaic_calls, rel_err
+from tests.pallas_kernels.kernel_testing import (
+    BF16_TOL, F32_TOL, lower_for_cuda, mosaic_calls, record_kernel_runs, rel_err)
 
 SMALL = fp8.BlockSizes(block_m=64, block_n=64, max_concurrent_steps=2)
 
@@ -110,11 +111,7 @@ def test_xla_dispatch_and_validation():
 @pytest.fixture
 def kernel_runs(monkeypatch):
   """The calls that reach the Mosaic GPU kernel (not the reference)."""
-  runs = []
-  kernel = mosaic_gpu.fp8_block_gemm
-  monkeypatch.setattr(mosaic_gpu, "fp8_block_gemm",
-                      lambda *a, **kw: runs.append(a[0].shape) or kernel(*a, **kw))
-  return runs
+  return record_kernel_runs(monkeypatch, mosaic_gpu, "fp8_block_gemm")
 
 
 def test_implementation_none_runs_the_kernel_in_the_interpreter(interpret, kernel_runs):

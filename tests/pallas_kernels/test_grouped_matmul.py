@@ -7,7 +7,8 @@ import pytest
 
 from pallas_kernels import grouped_matmul as gmm
 from pallas_kernels.grouped_matmul import mosaic_gpu, reference
-from tests.pallas_kernels.kernel_testing import BF16_TOL, lower_for_cuda, mosaic_calls, rel_err
+from tests.pallas_kernels.kernel_testing import (
+    BF16_TOL, lower_for_cuda, mosaic_calls, record_kernel_runs, rel_err)
 
 SMALL = gmm.BlockSizes(block_m=64, block_n=64, block_k=64, max_concurrent_steps=2)
 
@@ -97,11 +98,7 @@ def test_xla_dispatch_and_validation():
 @pytest.fixture
 def kernel_runs(monkeypatch):
   """The calls that reach the Mosaic GPU kernel (not ragged_dot)."""
-  runs = []
-  kernel = mosaic_gpu.grouped_matmul
-  monkeypatch.setattr(mosaic_gpu, "grouped_matmul",
-                      lambda *a, **kw: runs.append(a[0].shape) or kernel(*a, **kw))
-  return runs
+  return record_kernel_runs(monkeypatch, mosaic_gpu, "grouped_matmul")
 
 
 def test_implementation_none_runs_the_kernel_where_it_supports_the_call(interpret, kernel_runs):

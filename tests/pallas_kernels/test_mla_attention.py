@@ -7,7 +7,8 @@ import pytest
 
 from pallas_kernels import mla_attention as attn
 from pallas_kernels.mla_attention import mosaic_gpu, reference
-from tests.pallas_kernels.kernel_testing import BF16_TOL, lower_for_cuda, mosaic_calls, rel_err
+from tests.pallas_kernels.kernel_testing import (
+    BF16_TOL, lower_for_cuda, mosaic_calls, record_kernel_runs, rel_err)
 
 DQK, DV = 192, 128
 
@@ -96,11 +97,7 @@ def test_xla_dispatch_and_validation():
 @pytest.fixture
 def kernel_runs(monkeypatch):
   """The calls that reach the Mosaic GPU kernel (not the reference)."""
-  runs = []
-  kernel = mosaic_gpu.mla_attention
-  monkeypatch.setattr(mosaic_gpu, "mla_attention",
-                      lambda *a, **kw: runs.append(a[0].shape) or kernel(*a, **kw))
-  return runs
+  return record_kernel_runs(monkeypatch, mosaic_gpu, "mla_attention")
 
 
 def test_implementation_none_runs_the_kernel_where_it_supports_the_call(interpret, kernel_runs):

@@ -9,7 +9,8 @@ import pytest
 import pallas_kernels._common
 from pallas_kernels import mla_decode as dec
 from pallas_kernels.mla_decode import mosaic_gpu, reference
-from tests.pallas_kernels.kernel_testing import BF16_TOL, F32_TOL, lower_for_cuda, mosaic_calls, rel_err
+from tests.pallas_kernels.kernel_testing import (
+    BF16_TOL, F32_TOL, lower_for_cuda, mosaic_calls, record_kernel_runs, rel_err)
 
 # Reduced dims keep the interpreter fast; the real 512/64 dims are exercised by the lowering test.
 # The interpreter runs the SMEM-staged P path (it has no rule for register wgmma operands).
@@ -187,11 +188,7 @@ def test_xla_dispatch_and_validation():
 @pytest.fixture
 def kernel_runs(monkeypatch):
   """The calls that reach the Mosaic GPU kernel (not the reference), as the block sizes they ran."""
-  runs = []
-  kernel = mosaic_gpu.mla_decode
-  monkeypatch.setattr(mosaic_gpu, "mla_decode",
-                      lambda *a, **kw: runs.append(kw["block_sizes"]) or kernel(*a, **kw))
-  return runs
+  return record_kernel_runs(monkeypatch, mosaic_gpu, "mla_decode", what=lambda a, kw: kw["block_sizes"])
 
 
 def test_implementation_none_runs_the_kernel_where_it_supports_the_call(interpret, kernel_runs):

@@ -1,17 +1,21 @@
-"""The R1 pipeline's plumbing: the stage table and what is derived from it, matched student
-compute, the paper tables, the held-out KL to the teacher, and resuming (a finished stage is never
-run again)."""
+"""The R1 pipeline: the stage table and what is derived from it, matched student compute, the
+paper tables, the held-out KL to the teacher; the :runlocal recipe end to end in two processes,
+resuming (a finished stage is never run again) and R1-Zero as its first two stages."""
 
 import dataclasses
 import json
 import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from r1jax import config, models
-from r1jax.data import tokenizer as tokenizer_lib
 from r1jax.data.sources import heldout_problems
 from r1jax.distill.teacher_kl import heldout_teacher_kl
 from r1jax.models import qwen2
@@ -19,8 +23,10 @@ from r1jax.recipe import compute, pipeline, stages, tables
 from r1jax.rl.grpo_stage import RLConfig
 from r1jax.rl.grpo_step import GRPOConfig
 from r1jax.train.experiment import DataConfig, TrainConfig, load_config
+from tests.devices import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUNLOCAL = "configs/r1_pipeline_tiny.py:runlocal"
 
 
 def names(stage_list):
@@ -102,8 +108,8 @@ def test_tables_have_the_paper_layout():
         tables.make_table("aime", results)
 
 
-def test_heldout_teacher_kl(tmp_path):
-    tok = tokenizer_lib.load_or_train_tokenizer(str(tmp_path))
+def test_heldout_teacher_kl(tokenizer):
+    tok = tokenizer
     problems = heldout_problems("arithmetic", num_problems=4, max_digits=2)
     teacher_cfg = config.tiny(vocab_size=512)
     student_cfg = qwen2.tiny(vocab_size=512)
@@ -117,21 +123,72 @@ def test_heldout_teacher_kl(tmp_path):
         heldout_teacher_kl(qwen2.tiny(vocab_size=256), None, teacher_cfg, teacher, tok, problems)
 
 
-def test_stages_resume_and_finished_stages_are_skipped(tmp_path, monkeypatch):
-    cfg = load_config(os.path.join(ROOT, "configs", "r1_pipeline_tiny.py") + ":runlocal")
-    results = pipeline.run(cfg, str(tmp_path), ("cold_start",))
-    assert set(results) == {"base", "cold_start_data", "cold_start"}
-    assert results["cold_start"]["steps"] == 2 and "pass@1" in results["cold_start"]
-    assert results["cold_start_data"] == {"examples": 8, "steps": 0,
-                                          "seconds": results["cold_start_data"]["seconds"]}
-    lines = open(tmp_path / "data" / "cold_start_data.jsonl").read().splitlines()
+def run_two_processes(workdir) -> dict:
+    """experiments/r1_pipeline.py on the :runlocal recipe in two local processes that form one
+    mesh (jax.distributed over gloo, one CPU device each), as on a cluster with shared storage."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [script("r1_pipeline.py", workdir, "--coordinator_address", f"127.0.0.1:{port}",
+                    "--num_processes", "2", "--process_id", str(i),
+                    env={"JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}) for i in range(2)]
+    return {"workdir": str(workdir), "out": [finish(p) for p in procs]}
+
+
+def script(name, workdir, *extra, env=None):
+    args = [sys.executable, os.path.join("experiments", name), "--config", f"{RUNLOCAL}",
+            "--workdir", str(workdir), *extra]
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})
+
+
+def finish(proc, timeout=1200):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_processes(once):
+    return once("r1_pipeline_two_processes", run_two_processes)
+
+
+@pytest.fixture
+def finished(two_processes, tmp_path):
+    """A private copy of the finished pipeline's workdir (tests may change it)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(two_processes["workdir"], workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_every_stage_runs_in_two_processes_and_process_0_writes(two_processes):
+    workdir, out = pathlib.Path(two_processes["workdir"]), two_processes["out"]
+    results = json.load(open(workdir / "eval.json"))
+    assert set(results) == set(stages.STAGE_NAMES)
+    for table in tables.TABLES:
+        text = open(workdir / f"table_{table}.md").read()
+        assert "pass@1" in text and text.split("\n\n", 1)[1] in out[0]
+        assert "pass@1" not in out[1]  # process 1 writes and prints nothing shared
+    assert "=== base" in out[0] and "===" not in out[1]
+    # Both processes ran every stage on the 2-device mesh; the metrics were written once.
+    metrics = [json.loads(line) for line in open(workdir / "r1_zero" / "metrics.jsonl")]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(results[s.name]["steps"] == (0 if s.is_data else 2) for s in stages.STAGES)
+    assert "pass@1" in open(workdir / "cold_start" / "eval.md").read()
+    lines = open(workdir / "data" / "cold_start_data.jsonl").read().splitlines()
     assert len(lines) == 8 and {"prompt", "completion", "answer", "task"} <= set(json.loads(lines[0]))
-    assert "pass@1" in open(tmp_path / "cold_start" / "eval.md").read()
     # The stage's wiring, as its own config.json records it.
-    recorded = json.load(open(tmp_path / "cold_start" / "config.json"))
-    assert recorded["train"]["init_from"] == str(tmp_path / "base" / "checkpoints")
-    assert recorded["data"]["task"] == str(tmp_path / "data" / "cold_start_data.jsonl")
-    assert recorded["data"]["tokenizer_path"].startswith(str(tmp_path / "base" / "tokenizer_"))
+    recorded = json.load(open(workdir / "cold_start" / "config.json"))
+    assert recorded["train"]["init_from"] == str(workdir / "base" / "checkpoints")
+    assert recorded["data"]["task"] == str(workdir / "data" / "cold_start_data.jsonl")
+    assert recorded["data"]["tokenizer_path"].startswith(str(workdir / "base" / "tokenizer_"))
+
+
+@pytest.mark.slow
+def test_finished_stages_are_skipped_and_lengthened_ones_resume(finished, monkeypatch):
+    cfg = load_config(os.path.join(ROOT, RUNLOCAL))
+    results = json.load(open(finished / "eval.json"))
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
@@ -139,7 +196,8 @@ def test_stages_resume_and_finished_stages_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.supervised, "run", must_not_run)
     monkeypatch.setattr(pipeline.grpo_stage, "run", must_not_run)
     monkeypatch.setattr(pipeline, "write_sft_jsonl", must_not_run)
-    assert pipeline.run(cfg, str(tmp_path), ("cold_start",)) == results
+    monkeypatch.setattr(pipeline, "evaluate", must_not_run)
+    assert pipeline.run(cfg, str(finished)) == results
 
     # A lengthened stage must run again; if its training stops early (SIGTERM saves and returns),
     # the pipeline stops instead of recording the stage as finished.
@@ -147,5 +205,13 @@ def test_stages_resume_and_finished_stages_are_skipped(tmp_path, monkeypatch):
         cfg.cold_start, train=dataclasses.replace(cfg.cold_start.train, steps=3)))
     monkeypatch.setattr(pipeline.supervised, "run", lambda *args, **kwargs: [])
     with pytest.raises(SystemExit, match="cold_start stopped at step 2 of 3"):
-        pipeline.run(longer, str(tmp_path), ("cold_start",))
-    assert json.load(open(tmp_path / "eval.json"))["cold_start"]["steps"] == 2
+        pipeline.run(longer, str(finished), ("cold_start",))
+    assert json.load(open(finished / "eval.json"))["cold_start"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_r1_zero_is_the_first_two_stages(finished):
+    """experiments/r1_zero.py on a pipeline workdir: its stages are done, so it only reports."""
+    single = finish(script("r1_zero.py", finished))
+    assert "| base |" in single and "| r1_zero |" in single and "===" not in single
+    assert (finished / "reward_accuracy.png").exists() and (finished / "table.md").exists()

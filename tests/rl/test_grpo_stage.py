@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+from tests.devices import xla_flags
+
+pytestmark = pytest.mark.slow  # whole processes: compile, run, signal, resume
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 STEPS = 6
@@ -21,7 +24,7 @@ CLOSE = ("loss", "pg_loss", "kl", "grad_norm", "ratio_mean", "clip_fraction")
 
 def start(workdir, mesh="1,1,1,1", devices=1):
     env = {**os.environ, "PYTHONPATH": ROOT,
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": xla_flags(devices)}
     return subprocess.Popen([sys.executable, os.path.join(HERE, "grpo_run.py"), str(workdir), mesh,
                              str(STEPS)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
@@ -39,14 +42,18 @@ def metrics_by_step(workdir):
     return {r["step"]: r for r in records}  # a resumed run logs the steps after its checkpoint
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("one_device")
+def one_device_run(workdir):
     one = result(start(workdir))
     assert one["devices"] == 1 and one["expert_parallel_calls"] == 0
-    assert [m["step"] for m in one["history"]] == list(range(1, STEPS + 1))
-    assert any(abs(m["pg_loss"]) > 0 for m in one["history"]), "no policy gradient: nothing tested"
-    return metrics_by_step(workdir)
+    return one["history"]
+
+
+@pytest.fixture(scope="module")
+def reference(once):
+    history = once("grpo_one_device", one_device_run)
+    assert [m["step"] for m in history] == list(range(1, STEPS + 1))
+    assert any(abs(m["pg_loss"]) > 0 for m in history), "no policy gradient: nothing tested"
+    return {m["step"]: m for m in history}
 
 
 def test_expert_parallel_on_eight_devices_matches_one_device(reference, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 from r1jax import config, models
 from r1jax import data as rdata
 from r1jax.data import chat
-from r1jax.data import tokenizer as tokenizer_lib
 from r1jax.distill.rejection import rejection_sample
 from r1jax.eval.evaluate import EvalConfig, evaluate, heldout_set
 from r1jax.rl.grpo_stage import RLConfig, RolloutBatches
@@ -25,8 +24,8 @@ PROMPT_LEN = 64
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return tokenizer_lib.load_or_train_tokenizer(str(tmp_path_factory.mktemp("tokenizer")))
+def tok(tokenizer):
+    return tokenizer
 
 
 def value_equal_then_solution(problems):

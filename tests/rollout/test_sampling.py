@@ -29,7 +29,7 @@ def full_forward_logprobs(cfg, params, prompt, pmask, gen, gmask):
 
 
 def test_greedy_is_argmax_and_logprobs_match_forward():
-    cfg = config.tiny(init_std=0.1)
+    cfg = config.tiny(num_layers=2, init_std=0.1)  # a dense and a MoE layer
     params = models.init(cfg, jax.random.key(0))
     prompt, pmask = left_padded_prompts(cfg)
     with jax.default_matmul_precision("highest"):
@@ -42,7 +42,7 @@ def test_greedy_is_argmax_and_logprobs_match_forward():
 
 
 def test_sampled_logprobs_and_stop_tokens():
-    cfg = config.tiny(init_std=0.1)
+    cfg = config.tiny(num_layers=2, init_std=0.1)  # a dense and a MoE layer
     params = models.init(cfg, jax.random.key(2))
     prompt, pmask = left_padded_prompts(cfg, seed=1)
     stop = (5, 6, 7, 8, 9, 10, 11, 12)  # frequent enough to end some rows early

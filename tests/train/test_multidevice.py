@@ -8,18 +8,25 @@ import sys
 
 import pytest
 
+from tests.devices import xla_flags
+
+pytestmark = pytest.mark.slow  # a subprocess with 8 simulated devices, several meshes
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(scope="module")
-def result():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+def run_multidevice_step(directory):
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8),
                PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
     proc = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_step.py")],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def result(once):
+    return once("multidevice_step", run_multidevice_step)
 
 
 @pytest.mark.parametrize("mesh", ["(8, 1, 1, 1)", "(2, 2, 2, 1)", "(1, 2, 2, 2)", "(2, 1, 4, 1)"])
@@ -37,12 +44,6 @@ def test_restore_onto_another_mesh(result):
     r = result["restore_other_mesh"]
     assert r["max_diff"] == 0.0 and r["data_state"] == {"cursor": 7}
     assert "expert" in r["spec"]
-
-
-@pytest.mark.parametrize("mesh", ["(2, 2, 2, 1)"])
-def test_grpo_step_matches_one_device(result, mesh):
-    r = result["grpo" + mesh]
-    assert r["loss_diff"] <= 1e-5 and r["grad_norm_diff"] <= 1e-5, r
 
 
 @pytest.mark.parametrize("mesh", ["(2, 2, 2, 1)"])

@@ -11,20 +11,17 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # whole processes: compile, run, signal, resume
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--config", "configs/pretrain_tiny.py:runlocal", "--config.train.steps=12",
         "--config.train.log_every=1", "--config.train.ckpt_every=3"]
 TIMING_KEYS = {"tokens_per_s", "mfu"}
-# The runs compile the same step: share XLA's persistent cache so only the first one pays.
-CACHE_DIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"r1jax_test_resume_cache_{os.getpid()}")
-CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": CACHE_DIR, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def start(workdir, *extra, env=None):
     return subprocess.Popen([sys.executable, "experiments/train.py", *ARGS, "--workdir", str(workdir), *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **CACHE_ENV, **(env or {})})
+                            env={**os.environ, **(env or {})})
 
 
 def finish(proc, timeout=600):
@@ -51,11 +48,14 @@ def wait_for_lines(workdir, n, proc, timeout=600):
     raise TimeoutError(f"{path} did not reach {n} lines")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("uninterrupted")
+def uninterrupted(workdir):
     finish(start(workdir))
-    ref = metrics_by_step(workdir)
+    return list(metrics_by_step(workdir).values())
+
+
+@pytest.fixture(scope="module")
+def reference(once):
+    ref = {m["step"]: m for m in once("train_uninterrupted", uninterrupted)}
     assert sorted(ref) == list(range(1, 13))
     return ref
 
