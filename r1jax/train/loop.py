@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from r1jax import models
+from r1jax.distributed import is_main
 from r1jax.models.counting import train_flops_per_token
 from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, replicated
 from r1jax.train.checkpoint import PARAMS_PATH, Checkpointer, abstract_with_shardings, restore_params
@@ -107,8 +108,8 @@ def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: Opti
     as a dict) is written to workdir/config.json. A run stopped by a signal returns early, its
     checkpoint saved: compare `checkpoint.latest_step` with `train.steps` to tell."""
     os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
-    if is_main and record is not None:
+    main_process = is_main()
+    if main_process and record is not None:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(record, f, indent=2, default=str)
 
@@ -145,11 +146,11 @@ def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: Opti
     # --- Step
     step_fn = jax.jit(make_step(tx, lr), in_shardings=(shardings, batch_sharding(mesh)),
                       out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
-    log = MetricsLog(workdir, enabled=is_main)
+    log = MetricsLog(workdir, enabled=main_process)
 
     # --- Loop
     history = []
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not is_main, desc=name,
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not main_process, desc=name,
                dynamic_ncols=True)
     t0, tokens = time.perf_counter(), 0
     with StopRequested() as stop, jax.set_mesh(mesh):
