@@ -150,8 +150,8 @@ def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: Opti
 
     # --- Loop
     history = []
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not main_process, desc=name,
-               dynamic_ncols=True)
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not main_process,
+               desc=name, dynamic_ncols=True)
     t0, tokens = time.perf_counter(), 0
     with StopRequested() as stop, jax.set_mesh(mesh):
         source.start(mesh, state)
