@@ -9,7 +9,8 @@ corpus, then either GRPO alone or distillation from R1 (SFT on R1's rejection sa
 forward-KL logit distillation on the same set), at the student FLOPs of its GRPO run.
 Held-out: 64 problems, pass@1 over k=4 samples at T=0.6 / top-p 0.95, cons@4.
 
-Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py --workdir runs/r1_pipeline
+Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py \
+              --workdir runs/r1_pipeline
           python experiments/r1_zero.py --config configs/r1_pipeline_tiny.py --workdir runs/r1_zero
           (R1-Zero alone: the stages base and r1_zero of this recipe)
 Hardware: 2 CPU cores.  (`:runlocal`: every stage for 2 steps on 4 problems, a smoke test.)
@@ -87,15 +88,17 @@ def runlocal(cfg: PipelineConfig) -> PipelineConfig:
     """Every stage for 2 steps on 4 problems, with a 2-layer teacher (a dense and a MoE layer, MTP)
     and a 1-layer student; data sets keep every sample (an untrained teacher is rarely right), so
     each stage has data to train on."""
-    smoke_eval = dataclasses.replace(EVAL, num_problems=4, k=2, prompts_per_batch=4, max_new_tokens=16)
+    smoke_eval = dataclasses.replace(EVAL, num_problems=4, k=2, prompts_per_batch=4,
+                                     max_new_tokens=16)
     two = TrainConfig(steps=2, log_every=1, ckpt_every=2)
-    smoke_data = dict(num_prompts=4, k=2, max_new_tokens=16, prompts_per_batch=4, require_correct=False,
-                      require_format=False, min_language_consistency=0.0)
+    smoke_data = dict(num_prompts=4, k=2, max_new_tokens=16, prompts_per_batch=4,
+                      require_correct=False, require_format=False, min_language_consistency=0.0)
     stages = {}
-    for name in ("base", "cold_start", "rejection_sft", "student_base", "student_sft", "student_logit"):
+    for name in ("base", "cold_start", "rejection_sft", "student_base", "student_sft",
+                 "student_logit"):
         c = getattr(cfg, name)
-        stages[name] = dataclasses.replace(
-            c, data=dataclasses.replace(c.data, batch_size=4, seq_len=64), train=two, eval=smoke_eval)
+        data = dataclasses.replace(c.data, batch_size=4, seq_len=64)
+        stages[name] = dataclasses.replace(c, data=data, train=two, eval=smoke_eval)
     stages["base"] = dataclasses.replace(stages["base"], model=cfg.base.model.replace(num_layers=2))
     stages["student_base"] = dataclasses.replace(
         stages["student_base"], model=cfg.student_base.model.replace(num_layers=1))
