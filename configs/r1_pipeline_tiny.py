@@ -78,8 +78,9 @@ def get_config(arg=None):
         student_base=pretrain("student_base", student),
         student_rl=rl(),
         distill_data=data_set(seed=9),
-        student_sft=sft("student_sft", 0),  # steps matched to student_rl's FLOPs
-        student_logit=sft("student_logit", 0, LogitStageConfig),
+        # The students' SFT steps are derived: the student FLOPs of student_rl (compute_of).
+        student_sft=sft("student_sft", 1),
+        student_logit=sft("student_logit", 1, LogitStageConfig),
     )
     return runlocal(cfg) if arg == "runlocal" else cfg
 

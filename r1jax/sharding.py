@@ -31,6 +31,13 @@ class MeshConfig:
     expert: int = 1
     tensor: int = 1
 
+    def __post_init__(self):
+        for axis in MESH_AXES:
+            size = getattr(self, axis)
+            if not isinstance(size, int) or isinstance(size, bool) or not (size == -1 or size >= 1):
+                raise ValueError(f"MeshConfig.{axis}={size!r} must be a positive size or -1 "
+                                 "(the devices the other axes leave)")
+
     def resolve(self, n_devices: int) -> tuple[int, ...]:
         sizes = [self.data, self.fsdp, self.expert, self.tensor]
         if sizes.count(-1) > 1:

@@ -27,6 +27,7 @@ LAYERS = (
     ("r1jax.models", "r1jax.data", "r1jax.distributed"),
     ("r1jax.nn",),
     ("r1jax.config",),
+    ("r1jax.field_checks",),
 )
 RANK = {package: len(LAYERS) - i for i, layer in enumerate(LAYERS) for package in layer}
 

@@ -126,7 +126,9 @@ def write_sft_jsonl(records: Sequence[dict], path: str) -> int:
             raise ValueError(f"record {i} lacks string field(s) {missing} "
                              f"(fields: {sorted(record)})")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    partial = path + ".partial"  # renamed into place when whole: a reader never sees half a set
+    with open(partial, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
     return len(records)

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from r1jax import data as rdata
+from r1jax.field_checks import at_least, between, check_fields, positive
 from r1jax.eval.pass_at_k import cons_at_k_verified, pass_at_1
 from r1jax.rollout import SamplingConfig, generate, prompt_batches, score
 
@@ -34,6 +35,12 @@ class EvalConfig:
     seed: int = 1234  # the sampling stream (batch i samples with fold_in(key(seed), i))
     kl_seq_len: int = 128  # rows of written-out solutions on which a student's KL to its teacher
     #                        is measured (r1jax/distill/teacher_kl.py)
+
+    def __post_init__(self):
+        check_fields(self, num_problems=at_least(1), k=at_least(1), temperature=positive(),
+                     top_p=between(0, 1, include_low=False), max_prompt_len=at_least(1),
+                     max_new_tokens=at_least(1), prompts_per_batch=at_least(1),
+                     kl_seq_len=at_least(2))
 
 
 def heldout_set(cfg: EvalConfig) -> list[dict]:

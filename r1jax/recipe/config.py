@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from r1jax.eval.evaluate import EvalConfig
+from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.rl.grpo_stage import RLConfig
 from r1jax.sharding import MeshConfig
 from r1jax.train.experiment import ExperimentConfig
@@ -31,6 +32,10 @@ class LogitDistillConfig:
     beta: float = 0.5  # jsd only
     topk: int = 32  # the teacher's top-k per token, computed online each step; 0 = all logits
     hard_label_weight: float = 0.0
+
+    def __post_init__(self):
+        check_fields(self, kind=one_of("forward_kl", "reverse_kl", "jsd"), temperature=positive(),
+                     beta=between(0, 1), topk=at_least(0), hard_label_weight=between(0, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,12 @@ class DataSetConfig:
     require_format: bool = True  # keep only `<think>..</think> <answer>..</answer>` samples
     min_language_consistency: float = 0.9  # R1 drops CoTs that mix languages
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+
+    def __post_init__(self):
+        check_fields(self, num_prompts=at_least(1), k=at_least(1), temperature=positive(),
+                     top_p=between(0, 1, include_low=False), max_prompt_len=at_least(1),
+                     max_new_tokens=at_least(1), prompts_per_batch=at_least(1),
+                     min_language_consistency=between(0, 1))
 
 
 @dataclasses.dataclass(frozen=True)

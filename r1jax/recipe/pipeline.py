@@ -14,9 +14,11 @@ computations) and only process 0 writes the shared files; the others wait for th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import time
 
 from r1jax import data as rdata
@@ -37,6 +39,7 @@ from r1jax.sharding import make_mesh
 from r1jax.train import supervised
 from r1jax.train.checkpoint import latest_step, load_params
 from r1jax.train.experiment import to_dict
+from r1jax.train.workdir import WorkdirLock
 
 
 class Pipeline:
@@ -110,8 +113,10 @@ class Pipeline:
         self.results[name] = entry
 
         def write():
-            with open(self.results_path, "w") as f:
+            partial = self.results_path + ".partial"  # eval.json is replaced whole or not at all
+            with open(partial, "w") as f:
                 json.dump(self.results, f, indent=2)
+            os.replace(partial, self.results_path)
             os.makedirs(self.stage_dir(name), exist_ok=True)
             shown = {k: v for k, v in entry.items() if isinstance(v, (int, float, str))}
             cfg = getattr(self.cfg, name)
@@ -219,10 +224,12 @@ class Pipeline:
             print(f"\n=== {s.name} ({s.kind})")
         t0 = time.perf_counter()
         if s.kind == table.WORKED_SOLUTIONS:
-            entry = self.make_worked_solutions(s)
+            with stop_on_signal(s.name):
+                entry = self.make_worked_solutions(s)
         elif s.kind == table.REJECTION_SAMPLES:
-            entry = self.make_rejection_samples(s)
-        else:
+            with stop_on_signal(s.name):
+                entry = self.make_rejection_samples(s)
+        else:  # the training loop saves and stops on signals itself
             entry = self.train(s)
             reached = latest_step(self.output(s.name))
             if reached != self.steps_of(s.name):  # SIGTERM / Ctrl-C: saved, not finished
@@ -233,9 +240,27 @@ class Pipeline:
         self.record(s.name, entry)
 
 
+@contextlib.contextmanager
+def stop_on_signal(stage: str):
+    """A data stage has no checkpoints: SIGTERM / Ctrl-C end it at once with a message. Its set is
+    written (atomically) and recorded only at its end, so nothing half-made is kept."""
+    def handle(signum, frame):
+        raise SystemExit(f"{stage} stopped by {signal.Signals(signum).name} before it finished; "
+                         "nothing of it was kept: rerun the same command to make it again")
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(cfg: PipelineConfig, workdir: str, wanted=table.STAGE_NAMES) -> dict:
-    """Run (or resume) the `wanted` stages and what they need; returns eval.json's contents."""
-    pipeline = Pipeline(cfg, workdir)
-    for s in table.needed_stages(wanted):
-        pipeline.run_stage(s)
-    return pipeline.results
+    """Run (or resume) the `wanted` stages and what they need; returns eval.json's contents.
+    One pipeline at a time per workdir: process 0 holds its lock (r1jax/train/workdir.py)."""
+    with WorkdirLock(os.path.abspath(workdir), enabled=is_main()):
+        pipeline = Pipeline(cfg, workdir)
+        for s in table.needed_stages(wanted):
+            pipeline.run_stage(s)
+        return pipeline.results

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import data as rdata
+from r1jax.field_checks import at_least, between, check_fields, positive
 from r1jax.rl.grpo import dynamic_sampling_mask, group_advantages, overlong_penalty
 from r1jax.rl.grpo_step import GRPOConfig, grpo_batch, grpo_step_fn, sequence_logprobs
 from r1jax.rollout import SamplingConfig, check_rewards, generate, score
@@ -50,6 +51,14 @@ class RLConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     prompt_seed: int = 0  # order of the training prompts
     sampling_seed: int = 1  # the rollouts' random stream (step s samples with fold_in(key, s))
+
+    def __post_init__(self):
+        check_fields(self, prompts_per_step=at_least(1), max_prompt_len=at_least(1),
+                     max_new_tokens=at_least(1), temperature=positive(),
+                     top_p=between(0, 1, include_low=False))
+        if not self.rewards:
+            raise ValueError("RLConfig.rewards is empty: name at least one (reward, weight) pair")
+        check_rewards(self.rewards)
 
 
 def check_rl_config(rl: RLConfig, mesh) -> None:
@@ -146,6 +155,9 @@ def run(model_cfg, rl: RLConfig, tok, workdir: str, *, name: str = "grpo") -> li
         return grpo_step_fn(model_cfg, tx, rl.grpo, grad_accum=rl.train.grad_accum,
                             bias_update_speed=rl.train.bias_update_speed, lr_schedule=lr)
 
+    # A resume may not change the policy's model or the prompts it trains on (r1jax/train/workdir.py).
+    pinned = ("model", "task", "task_kwargs", "prompt_seed", "prompts_per_step", "max_prompt_len",
+              "grpo.group_size")
     return loop.run(workdir, name=name, model_cfg=model_cfg, mesh_cfg=rl.mesh, optim=rl.optim,
                     train=rl.train, make_step=make_step, source=RolloutBatches(model_cfg, rl, tok),
-                    record=to_dict(rl))
+                    record={**to_dict(rl), "model": to_dict(model_cfg)}, pinned=pinned)

@@ -16,6 +16,7 @@ import numpy as np
 
 from r1jax import models
 from r1jax.config import ModelConfig
+from r1jax.field_checks import at_least, check_fields, one_of, optional, positive
 from r1jax.nn.logprobs import token_logprobs
 from r1jax.rl.grpo import aggregation_normalizer, grpo_loss
 from r1jax.rollout import Rollout
@@ -35,6 +36,13 @@ class GRPOConfig:
     ref_update_every: int = 0  # replace pi_ref by the policy every N steps (R1-Zero: 400); 0 = never
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
     overlong_cache_len: int = 0  # DAPO soft overlong punishment over the last N tokens; 0 = off
+
+    def __post_init__(self):
+        check_fields(self, group_size=at_least(2), clip_eps=positive(),
+                     clip_eps_high=optional(positive()), kl_beta=at_least(0),
+                     aggregation=one_of("grpo", "token", "dr_grpo"),
+                     max_len_normalizer=optional(at_least(1)), inner_updates=at_least(1),
+                     ref_update_every=at_least(0), overlong_cache_len=at_least(0))
 
 
 def grpo_batch(rollout: Rollout, advantages: np.ndarray, completion_mask: np.ndarray | None = None
@@ -105,6 +113,8 @@ def grpo_step_fn(model_cfg: ModelConfig, tx, gcfg: GRPOConfig, *, grad_accum: in
         # the clipped ratio is what keeps them close [GRPO, S8 §4.1.1].
         state, metrics = jax.lax.scan(lambda s, _: update(s, batch), state,
                                       length=gcfg.inner_updates)
-        return state, jax.tree.map(lambda m: m[-1], metrics)  # the last update's metrics
+        last = jax.tree.map(lambda m: m[-1], metrics)  # the last update's metrics
+        last["nonfinite"] = metrics["nonfinite"].max()  # any update that was not applied
+        return state, last
 
     return grpo_step

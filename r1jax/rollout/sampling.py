@@ -22,6 +22,7 @@ import numpy as np
 
 from r1jax import models
 from r1jax.config import ModelConfig
+from r1jax.field_checks import at_least, between, check_fields, positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,11 @@ class SamplingConfig:
     greedy: bool = False
     num_samples: int = 1  # G samples per prompt
     stop_ids: tuple[int, ...] = ()  # generation of a row ends after any of these (e.g. EOS)
+
+    def __post_init__(self):
+        check_fields(self, max_new_tokens=at_least(1), temperature=positive(),
+                     top_p=between(0, 1, include_low=False), top_k=at_least(0),
+                     num_samples=at_least(1))
 
 
 def filter_logits(logits: jax.Array, *, temperature, top_p, top_k: int) -> jax.Array:

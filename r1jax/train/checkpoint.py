@@ -2,11 +2,14 @@
 
 Async saves every N steps, keep K, a forced save on SIGTERM/Ctrl-C (the loop calls
 `save(..., force=True)`), and restore onto any mesh: the abstract target carries the new
-shardings and orbax reshards while reading.
+shardings and orbax reshards while reading. orbax writes a step into a temporary directory and
+renames it when complete, so a process killed mid-save leaves the previous steps intact; a save
+that fails (a full disk, a read-only directory) is reported with the step that is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import jax
@@ -20,6 +23,7 @@ PARAMS_PATH = ("train", "params")
 class Checkpointer:
     def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
         self.directory = os.path.abspath(directory)
+        self._closed = False
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every,
                                                enable_async_checkpointing=async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
@@ -29,8 +33,20 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_state: dict, *, force: bool = False) -> bool:
-        return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+        with self._reporting_write_errors(step):
+            return self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+
+    @contextlib.contextmanager
+    def _reporting_write_errors(self, step: int | None):
+        try:
+            yield
+        except Exception as e:  # tensorstore reports a full disk as ValueError(RESOURCE_EXHAUSTED)
+            kept = self.manager.latest_step()
+            what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+            raise OSError(f"could not write {what} to {self.directory} ({e}); the last complete "
+                          f"checkpoint is step {kept}: free space or fix the directory, then rerun "
+                          "to resume from it") from e
 
     def restore(self, abstract_state, step: int | None = None):
         """(state, data_state) at `step` (default latest), or None if there is no checkpoint.
@@ -51,10 +67,15 @@ class Checkpointer:
         return out["state"], out["data"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._reporting_write_errors(None):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        """Wait for pending saves and release the manager; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self.wait()
         self.manager.close()
 
 

@@ -15,6 +15,7 @@ import types
 import typing
 
 from r1jax.config import ModelConfig, tiny
+from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.sharding import MeshConfig
 from r1jax.train.optim import OptimConfig
 
@@ -36,6 +37,13 @@ class DataConfig:
     # reads its own shard of the examples (no duplicated reading; batches differ from 1 process).
     process_split: str = "slice"
 
+    def __post_init__(self):
+        check_fields(self, mode=one_of("pretrain", "sft"), seq_len=at_least(2),
+                     batch_size=at_least(1), vocab_size=at_least(1), noise_rate=between(0, 1),
+                     process_split=one_of("slice", "disjoint"))
+        if not self.task:
+            raise ValueError("DataConfig.task is empty: name a task, 'corpus' or a data file")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -50,6 +58,18 @@ class TrainConfig:
     seed: int = 0
     peak_tflops: float = 0.0  # device peak for MFU; 0 = do not report MFU
     init_from: str = ""  # a checkpoint directory whose params start this run (next stage)
+    # A step whose loss or gradient norm is not finite is never applied. "stop": the run ends
+    # with a message and a non-zero exit; "skip": the step is dropped and counted (skipped_steps).
+    nonfinite: str = "stop"
+    # After SIGTERM / Ctrl-C the loop saves at the end of the current step; a process stuck for
+    # longer than this (a hung data pipeline, a collective) exits without a final checkpoint.
+    stop_grace_s: float = 300.0
+
+    def __post_init__(self):
+        check_fields(self, steps=at_least(1), log_every=at_least(1), ckpt_every=at_least(1),
+                     keep=at_least(1), grad_accum=at_least(1), mtp_weight=at_least(0),
+                     bias_update_speed=at_least(0), peak_tflops=at_least(0),
+                     nonfinite=one_of("stop", "skip"), stop_grace_s=positive())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +83,29 @@ class ExperimentConfig:
 
 
 def load_config(spec: str):
-    """`configs/file.py[:arg]` -> the recipe's get_config(arg)."""
+    """`configs/file.py[:arg]` -> the recipe's get_config(arg). A recipe names the arguments it
+    takes in `ARGS` (default: just "runlocal"); any other is refused."""
     path, _, arg = spec.partition(":")
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.endswith(".py"):
+        raise ValueError(f"{path} is not a recipe: give a configs/<recipe>.py file")
     module_spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path} defines no get_config(arg)")
-    return module.get_config(arg or None)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise ValueError(f"recipe {path} could not be loaded: {type(e).__name__}: {e}") from e
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"{path} is not a recipe: it defines no get_config(arg)")
+    valid = tuple(getattr(module, "ARGS", ("runlocal",)))
+    if arg and arg not in valid:
+        raise ValueError(f"{path}: unknown recipe argument {arg!r}; valid: {', '.join(valid)} "
+                         "(or none)")
+    cfg = module.get_config(arg or None)
+    if not dataclasses.is_dataclass(cfg):
+        raise ValueError(f"{path}: get_config returned {type(cfg).__name__}, not a config")
+    return cfg
 
 
 def _parse(value: str, annotation, field_path: str):
@@ -122,7 +155,12 @@ def apply_override(cfg, key: str, value: str, _prefix: str = ""):
             raise ValueError(f"config key {head!r} is {current!r}, which has no field {rest!r}")
         return dataclasses.replace(cfg, **{head: apply_override(current, rest, value, f"{_prefix}{head}.")})
     hints = typing.get_type_hints(type(cfg))
-    return dataclasses.replace(cfg, **{head: _parse(value, hints[head], _prefix + key)})
+    try:
+        return dataclasses.replace(cfg, **{head: _parse(value, hints[head], _prefix + key)})
+    except ValueError as e:
+        if str(e).startswith("--config."):
+            raise
+        raise ValueError(f"--config.{_prefix}{key}={value}: {e}") from None
 
 
 def apply_overrides(cfg, overrides: list[str]):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import json
 import os
-import signal
 import time
 from typing import Callable
 
@@ -35,27 +34,9 @@ from r1jax.train.checkpoint import PARAMS_PATH, Checkpointer, abstract_with_shar
 from r1jax.train.experiment import TrainConfig
 from r1jax.train.metrics_log import MetricsLog
 from r1jax.train.optim import OptimConfig, learning_rate, make_optimizer
+from r1jax.train.signals import StopRequested
 from r1jax.train.state import init_state, state_from_params, state_shardings
-
-
-class StopRequested:
-    """SIGTERM / Ctrl-C set a flag; the loop saves a checkpoint at the next step and exits."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+from r1jax.train.workdir import WorkdirLock, check_resume
 
 
 class BatchSource(abc.ABC):
@@ -101,17 +82,23 @@ def host_metrics(metrics) -> dict:
 
 
 def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: OptimConfig,
-        train: TrainConfig, make_step: Callable, source: BatchSource,
-        record: dict | None = None) -> list[dict]:
+        train: TrainConfig, make_step: Callable, source: BatchSource, record: dict,
+        pinned: tuple[str, ...] = ("model",)) -> list[dict]:
     """Train `train.steps` steps of `make_step(tx, lr_schedule)` on `source`'s batches, resuming
-    from workdir/checkpoints; returns the metrics logged by this run. `record` (the run's config
-    as a dict) is written to workdir/config.json. A run stopped by a signal returns early, its
-    checkpoint saved: compare `checkpoint.latest_step` with `train.steps` to tell."""
-    os.makedirs(workdir, exist_ok=True)
+    from workdir/checkpoints; returns the metrics logged by this run.
+
+    `record` (the run's config as a dict) is written to workdir/config.json once the run has
+    started (or resumed); a resume is refused when a field under one of the `pinned` prefixes of
+    `record` differs from the saved one (r1jax/train/workdir.py). A run stopped by a signal
+    returns early with its checkpoint saved: compare `checkpoint.latest_step` with `train.steps`.
+    """
+    with WorkdirLock(workdir, enabled=is_main()):
+        return _run(workdir, name, model_cfg, mesh_cfg, optim, train, make_step, source, record,
+                    pinned)
+
+
+def _run(workdir, name, model_cfg, mesh_cfg, optim, train, make_step, source, record, pinned):
     main_process = is_main()
-    if main_process and record is not None:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(record, f, indent=2, default=str)
 
     # --- Mesh
     mesh = make_mesh(mesh_cfg)
@@ -128,13 +115,21 @@ def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: Opti
     # --- Checkpoint
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=train.ckpt_every,
                         keep=train.keep, async_save=train.async_checkpoint)
-    restored = ckpt.restore({"train": abstract,
-                             **source.abstract_extra(abstract.params)})
+    if ckpt.latest_step() is not None:  # before anything is written or restored
+        for note in check_resume(workdir, record, pinned):
+            if main_process:
+                print(f"{name}: resuming with a changed config: {note}")
+    restored = ckpt.restore({"train": abstract, **source.abstract_extra(abstract.params)})
     if restored is not None:
         tree, data_state = restored
         state, start = tree.pop("train"), ckpt.latest_step()
         source.restore_extra(tree)
-        source.set_state(data_state)
+        try:
+            source.set_state(data_state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{name}: the data iterator saved at step {start} in {ckpt.directory} "
+                             f"does not fit this data pipeline ({type(e).__name__}: {e}); resume "
+                             "with the data config in config.json, or use another workdir") from e
     elif train.init_from:  # the next stage of a pipeline: no random init to compile or run
         params = restore_params(train.init_from, abstract.params, path=PARAMS_PATH)
         start_from = jax.jit(lambda p, k: state_from_params(tx, p, k), out_shardings=shardings)
@@ -142,43 +137,71 @@ def run(workdir: str, *, name: str, model_cfg, mesh_cfg: MeshConfig, optim: Opti
     else:
         init = jax.jit(lambda k: init_state(model_cfg, tx, k), out_shardings=shardings)
         state, start = init(jax.random.key(train.seed)), 0
+    if main_process:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(record, f, indent=2, default=str)
 
     # --- Step
     step_fn = jax.jit(make_step(tx, lr), in_shardings=(shardings, batch_sharding(mesh)),
                       out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
-    log = MetricsLog(workdir, enabled=main_process)
+    log = MetricsLog(workdir, enabled=main_process, resume_step=start)
 
     # --- Loop
-    history = []
+    history, skipped = [], 0
     bar = tqdm(range(start, total), initial=start, total=total, disable=not main_process,
                desc=name, dynamic_ncols=True)
     t0, tokens = time.perf_counter(), 0
-    with StopRequested() as stop, jax.set_mesh(mesh):
-        source.start(mesh, state)
-        for step in bar:
-            batch, extra = source.next(state)
-            with jax.transfer_guard("disallow"):
-                state, metrics = step_fn(state, batch)
-            done = step + 1
-            source.after_step(state, done)
-            tokens += int(np.prod(batch["inputs"].shape))
-            if done % train.log_every == 0 or done == total:
-                m = {**host_metrics(metrics), **extra}
-                # Wall time includes the batch source (for GRPO: sampling and scoring).
-                m["tokens_per_s"] = tokens / (time.perf_counter() - t0)
-                if train.peak_tflops:
-                    flops = train_flops_per_token(model_cfg, batch["inputs"].shape[1])
-                    m["mfu"] = flops * m["tokens_per_s"] / (train.peak_tflops * 1e12 * jax.device_count())
-                m["step"] = done
-                history.append(m)
-                log.write(m)
-                bar.set_postfix(loss=f"{m['loss']:.4f}")
-                t0, tokens = time.perf_counter(), 0
-            ckpt.save(done, {"train": state, **source.extra_arrays()}, source.get_state(),
-                      force=stop.requested or done == total)
-            if stop.requested:
-                print(f"{name}: stopping at step {done}; checkpoint saved in {ckpt.directory}")
-                break
-    ckpt.close()
-    log.close()
+    try:
+        with StopRequested(train.stop_grace_s, name=name) as stop, jax.set_mesh(mesh):
+            source.start(mesh, state)
+            for step in bar:
+                batch, extra = source.next(state)
+                with jax.transfer_guard("disallow"):
+                    state, metrics = step_fn(state, batch)
+                done = step + 1
+                # One scalar per step: a non-finite step must end the run before anything else
+                # is saved (the step itself left the state untouched).
+                if float(jax.device_get(metrics["nonfinite"])):
+                    if train.nonfinite == "stop":
+                        raise SystemExit(nonfinite_message(name, done, metrics, ckpt))
+                    skipped += 1
+                source.after_step(state, done)
+                tokens += int(np.prod(batch["inputs"].shape))
+                if done % train.log_every == 0 or done == total:
+                    m = {**host_metrics(metrics), **extra, "skipped_steps": float(skipped)}
+                    # Wall time includes the batch source (for GRPO: sampling and scoring).
+                    m["tokens_per_s"] = tokens / (time.perf_counter() - t0)
+                    if train.peak_tflops:
+                        flops = train_flops_per_token(model_cfg, batch["inputs"].shape[1])
+                        m["mfu"] = flops * m["tokens_per_s"] / (train.peak_tflops * 1e12 * jax.device_count())
+                    m["step"] = done
+                    history.append(m)
+                    log.write(m)
+                    bar.set_postfix(loss=f"{m['loss']:.4f}")
+                    t0, tokens = time.perf_counter(), 0
+                stopping = stop.requested
+                if stopping or done == total:
+                    stop.saving()  # a second signal cannot interrupt this save
+                ckpt.save(done, {"train": state, **source.extra_arrays()}, source.get_state(),
+                          force=stopping or done == total)
+                if stopping:
+                    ckpt.wait()  # durable before it is announced
+                    if main_process:
+                        print(f"{name}: stopped at step {done}; checkpoint saved in {ckpt.directory}")
+                    break
+            ckpt.close()
+    finally:
+        ckpt.close()
+        log.close()
     return history
+
+
+def nonfinite_message(name: str, step: int, metrics, ckpt: Checkpointer) -> str:
+    values = {k: float(v) for k, v in jax.device_get(metrics).items() if k in ("loss", "grad_norm")}
+    bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v))
+    ckpt.close()
+    last = ckpt.latest_step()
+    kept = f"the last checkpoint, step {last}, is finite" if last is not None else "no checkpoint was saved"
+    return (f"{name}: step {step} is not finite ({bad}); it was not applied and the run stops: "
+            f"{kept}. Lower optim.lr (or raise optim.warmup_steps), or set train.nonfinite='skip' "
+            "to drop such steps")

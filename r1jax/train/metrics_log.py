@@ -7,11 +7,20 @@ import os
 
 
 class MetricsLog:
-    def __init__(self, workdir: str, *, enabled: bool = True):
+    """Appends to workdir/metrics.jsonl. A resumed run passes `resume_step`: the records of steps
+    after it (logged by the interrupted run after its last checkpoint) are dropped first, so
+    every step appears once."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(kept)
         self._file = open(self.path, "a")
         try:
             from tensorboardX import SummaryWriter

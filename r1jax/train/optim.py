@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.nn.params import ROLES
 
 
@@ -26,6 +27,13 @@ class OptimConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     bf16_moments: bool = False  # V3 keeps AdamW moments in BF16 [§3.3]
+
+    def __post_init__(self):
+        check_fields(self, lr=positive(), warmup_steps=at_least(0),
+                     schedule=one_of("cosine", "constant"), decay_steps=at_least(0),
+                     end_lr_ratio=between(0, 1), b1=between(0, 1, include_high=False),
+                     b2=between(0, 1, include_high=False), eps=positive(),
+                     weight_decay=at_least(0), grad_clip=positive())
 
 
 def learning_rate(cfg: OptimConfig, total_steps: int) -> optax.Schedule:

@@ -83,7 +83,10 @@ def step_aux(model_aux: dict, metrics: dict) -> dict:
 def make_step(model_cfg, tx: optax.GradientTransformation, loss_fn: Callable,
               norms_fn: Callable, *, grad_accum: int = 1, bias_update_speed: float = 0.0,
               lr_schedule: Callable | None = None):
-    """Build `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
+    """Build `step(state, batch) -> (state, metrics)`; jit it with shardings and donation.
+
+    When the loss or the gradient norm is not finite the returned state is the input state
+    (nothing applied, step not counted) and metrics["nonfinite"] is 1."""
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -120,6 +123,11 @@ def make_step(model_cfg, tx: optax.GradientTransformation, loss_fn: Callable,
             # max/mean expert load, averaged over MoE layers: 1.0 is perfectly balanced.
             metrics["expert_load_max_over_mean"] = jnp.mean(load.max(-1) / jnp.maximum(load.mean(-1), 1e-9))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        # A non-finite loss or gradient never reaches the state: the step keeps the old one and
+        # says so (`nonfinite`); the loop stops the run or counts the skip (train.nonfinite).
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
         return new_state, metrics
 
     return step

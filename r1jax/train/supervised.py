@@ -111,4 +111,4 @@ def run(cfg: ExperimentConfig, workdir: str, *, make_step=None, transform=None) 
     source = DataBatches(cfg, build_dataset(cfg, tok), transform)
     return loop.run(workdir, name=cfg.name, model_cfg=cfg.model, mesh_cfg=cfg.mesh, optim=cfg.optim,
                     train=cfg.train, make_step=make_step or sft_step_for(cfg), source=source,
-                    record=to_dict(cfg))
+                    record=to_dict(cfg), pinned=("model", "data"))

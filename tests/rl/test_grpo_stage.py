@@ -76,7 +76,7 @@ def test_sigterm_then_resume_gives_identical_metrics(reference, tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "stopping at step" in out, out[-2000:]
+    assert proc.returncode == 0 and "stopped at step" in out, out[-2000:]
     stopped_at = max(metrics_by_step(tmp_path))
     assert stopped_at < STEPS, "the run finished before the signal; nothing was tested"
     result(start(tmp_path))
