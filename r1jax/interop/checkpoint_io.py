@@ -4,7 +4,8 @@ The architecture modules (deepseek_v3.py, qwen2.py) hold only their name tables 
 mapping and build on this layer; hf.py dispatches to them. Nothing here knows an architecture.
 
 - `read_config_json`: the config.json dict, read once per load and handed to the detector and
-  the parser.
+  the parser; `check_architecture` and `require_fields` are the parsers' checks of it, whose
+  errors name the file, the field and the architecture.
 - `CheckpointReader`: tensors by HF name, FP8 (E4M3 + `weight_scale_inv` per 128x128 block)
   dequantized or kept as a `QuantizedArray`; it records what was read, so that a tensor the config
   does not account for is reported (`check_all_used`) instead of silently dropped.
@@ -32,7 +33,12 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from r1jax.interop.safetensors_io import SafetensorsFile, open_checkpoint, save_sharded
+from r1jax.interop.safetensors_io import (
+    SafetensorsFile,
+    open_checkpoint,
+    read_json_object,
+    save_sharded,
+)
 from r1jax.nn.fp8_quant import (
     QuantizedArray,
     dequantize,
@@ -44,16 +50,63 @@ from r1jax.nn.fp8_quant import (
 SAVE_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 
 
+def config_json_path(source: str | os.PathLike) -> str:
+    """The config.json of `source`: a checkpoint directory, or the path of the file itself."""
+    return os.path.join(source, "config.json") if os.path.isdir(source) else os.fspath(source)
+
+
 def read_config_json(source: str | os.PathLike) -> dict:
     """The dict in `source` (a checkpoint directory or a config.json path)."""
-    path = os.path.join(source, "config.json") if os.path.isdir(source) else os.fspath(source)
+    path = config_json_path(source)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no config.json at {path}")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return read_json_object(path)
+
+
+def config_dict_and_path(source: str | os.PathLike | dict,
+                         config_path: str | None) -> tuple[dict, str]:
+    """(a copy of the config.json dict, the path errors name) for a parser's `source`: a
+    checkpoint directory, a config.json path, or a dict read from `config_path`."""
+    if isinstance(source, dict):
+        return dict(source), config_path or "config.json"
+    return read_config_json(source), config_json_path(source)
+
+
+def build_config(config_type: type, fields: dict, where: str, overrides: dict):
+    """config_type(**fields, **overrides); values that are each valid but do not fit together
+    fail in its checks, and the error then names the config.json (and any overrides)."""
+    try:
+        return config_type(**{**fields, **overrides})
+    except ValueError as e:
+        with_overrides = f" with overrides {sorted(overrides)}" if overrides else ""
+        raise ValueError(f"{where}{with_overrides}: {e}") from e
+
+
+def check_architecture(hf_config: dict, where: str, name: str, model_types: tuple[str, ...],
+                       architectures: tuple[str, ...]) -> None:
+    """Raise unless config.json (read from `where`) is one of architecture `name`: by its
+    `model_type`, or, without one, by its `architectures`; a config.json with neither is taken
+    to be one."""
+    model_type, classes = hf_config.get("model_type"), hf_config.get("architectures") or []
+    if model_type in model_types or (model_type is None and not set(classes) - set(architectures)):
+        return
+    shown = f"model_type={model_type!r}" if model_type is not None else f"architectures={classes!r}"
+    raise ValueError(f"{where}: {shown} is not a {name} config.json (the {name} reader takes "
+                     f"model_type {list(model_types)}, architectures {list(architectures)}); "
+                     f"r1jax.interop.hf.load_checkpoint picks the reader from model_type")
+
+
+def require_fields(hf_config: dict, fields: tuple[str, ...], where: str, name: str,
+                   prefix: str = "") -> None:
+    """Raise naming every field of `fields` that config.json (read from `where`) lacks or sets
+    to null; `prefix` names the object they sit in (e.g. "rope_scaling.")."""
+    missing = [prefix + key for key in fields if hf_config.get(key) is None]
+    if missing:
+        model_type = hf_config.get("model_type")
+        kind = f" (model_type={model_type!r})" if model_type is not None else ""
+        raise ValueError(f"{where}: missing required field(s) {missing} (absent or null) of a "
+                         f"{name} config.json{kind}; copy them from the model's released "
+                         f"config.json")
 
 
 def numpy_dtype(name: str) -> np.dtype:

@@ -22,6 +22,7 @@ from r1jax.config import ModelConfig
 from r1jax.interop.checkpoint_io import (
     CheckpointReader,
     as_jax_params,
+    config_json_path,
     host_params_and_shared_tensors,
     quantize_block_fp8,
     save_dtype,
@@ -137,7 +138,7 @@ def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
     Kept weights ignore `param_dtype`, are replicated by `sharding.shardings_like`, and routed
     experts kept in FP8 run on one device (no expert parallelism).
     """
-    cfg = from_hf_config(hf_config, **config_overrides)
+    cfg = from_hf_config(hf_config, config_path=config_json_path(path), **config_overrides)
     if keep_fp8 and cfg.precision != "fp8_v3":
         raise ValueError(f"keep_fp8=True keeps E4M3 weights that only precision='fp8_v3' computes "
                          f"on, but the config has precision={cfg.precision!r}: pass "

@@ -3,7 +3,8 @@
 The weights of this architecture are mapped by deepseek_v3.py.
 
 Keys that change the math and are not implemented here raise a ValueError naming the key; keys
-that only describe the run (dtype, ids, architectures, ...) are accepted and ignored.
+that only describe the run (dtype, ids, architectures, ...) are accepted and ignored. Every error
+names the config.json it was read from (or "config.json" for a dict).
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ import os
 import warnings
 
 from r1jax.config import ModelConfig, YarnConfig
-from r1jax.interop.checkpoint_io import read_config_json
+from r1jax.interop.checkpoint_io import (
+    build_config,
+    check_architecture,
+    config_dict_and_path,
+    require_fields,
+)
 from r1jax.nn.fp8_quant import TILE
+
+# What config.json says for this architecture (transformers' model_type and class names).
+# DeepSeek-V2 configs use the same keys and parser.
+NAME = "DeepSeek-V3"
+MODEL_TYPES = ("deepseek_v3", "deepseek_v2")
+ARCHITECTURES = ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM")
 
 # Keys that carry no math for the forward pass (or are derived from others).
 _IGNORED_KEYS = {
@@ -35,15 +47,24 @@ _MAPPED_KEYS = {
     "rope_interleave", "rope_scaling", "rope_parameters", "rms_norm_eps", "hidden_act",
     "moe_layer_freq", "attention_bias", "mlp_bias",
 }
+# Mapped keys without a default: the shapes of the model.
+_REQUIRED_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size",
+    "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
+)
 
 
-def _require(key: str, value, allowed) -> None:
+def _require(where: str, key: str, value, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"config.json: {key}={value!r} is not supported (supported: {sorted(map(str, allowed))})")
+        raise ValueError(f"{where}: {key}={value!r} is not supported "
+                         f"(supported: {sorted(map(str, allowed))})")
 
 
-def _yarn_from(rope: dict | None) -> tuple[YarnConfig | None, float | None]:
-    """Parse `rope_scaling` (v4) or `rope_parameters` (v5); returns (yarn, rope_theta or None)."""
+def _yarn_from(hf: dict, where: str) -> tuple[YarnConfig | None, float | None]:
+    """Parse `rope_parameters` (v5) or `rope_scaling` (v4); returns (yarn, rope_theta or None)."""
+    field = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    rope = hf.get(field)
     if not rope:
         return None, None
     kind = rope.get("rope_type", rope.get("type", "default"))
@@ -51,12 +72,15 @@ def _yarn_from(rope: dict | None) -> tuple[YarnConfig | None, float | None]:
     if kind in (None, "default"):
         return None, theta
     if kind != "yarn":
-        raise ValueError(f"config.json: rope_scaling.type={kind!r} is not supported (supported: 'yarn', 'default')")
+        raise ValueError(f"{where}: rope_scaling.type={kind!r} is not supported "
+                         f"(supported: 'yarn', 'default')")
     for key in ("attention_factor", "partial_rotary_factor"):
         if rope.get(key) not in (None, 1.0):
-            raise ValueError(f"config.json: rope_scaling.{key}={rope[key]!r} is not supported")
+            raise ValueError(f"{where}: rope_scaling.{key}={rope[key]!r} is not supported")
     if rope.get("truncate", True) is not True:
-        raise ValueError("config.json: rope_scaling.truncate=false is not supported")
+        raise ValueError(f"{where}: rope_scaling.truncate=false is not supported")
+    require_fields(rope, ("factor", "original_max_position_embeddings"), where, NAME,
+                   prefix=field + ".")
     return YarnConfig(
         factor=float(rope["factor"]),
         original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
@@ -65,37 +89,42 @@ def _yarn_from(rope: dict | None) -> tuple[YarnConfig | None, float | None]:
     ), theta
 
 
-def _check_block_fp8(quant: dict | None) -> None:
+def _check_block_fp8(quant: dict | None, where: str) -> None:
     """The released FP8 format is the only quantization read: E4M3 in 128x128 blocks."""
     if not quant:
         return
     if quant.get("fmt", "e4m3") != "e4m3":
-        raise ValueError(f"config.json: quantization_config.fmt={quant['fmt']!r} is not supported "
+        raise ValueError(f"{where}: quantization_config.fmt={quant['fmt']!r} is not supported "
                          f"(supported: 'e4m3')")
     blocks = quant.get("weight_block_size", [TILE, TILE])
     if list(blocks) != [TILE, TILE]:
-        raise ValueError(f"config.json: quantization_config.weight_block_size={blocks!r} is not "
+        raise ValueError(f"{where}: quantization_config.weight_block_size={blocks!r} is not "
                          f"supported (supported: [{TILE}, {TILE}], the blocks of fp8_v3)")
 
 
-def from_hf_config(source: str | os.PathLike | dict, **overrides) -> ModelConfig:
-    """Build a ModelConfig from a config.json path, a checkpoint directory or a dict."""
-    hf = dict(source) if isinstance(source, dict) else read_config_json(source)
+def from_hf_config(source: str | os.PathLike | dict, *, config_path: str | None = None,
+                   **overrides) -> ModelConfig:
+    """Build a ModelConfig from a config.json path, a checkpoint directory or a dict (read from
+    `config_path`, which errors then name)."""
+    hf, where = config_dict_and_path(source, config_path)
+    check_architecture(hf, where, NAME, MODEL_TYPES, ARCHITECTURES)
     unknown = set(hf) - _IGNORED_KEYS - _MAPPED_KEYS
     if unknown:
-        warnings.warn(f"config.json: ignoring keys {sorted(unknown)}", stacklevel=2)
-    _check_block_fp8(hf.get("quantization_config"))
-    _require("hidden_act", hf.get("hidden_act", "silu"), {"silu"})
-    _require("moe_layer_freq", hf.get("moe_layer_freq", 1), {1})
-    _require("attention_bias", hf.get("attention_bias", False), {False})
-    _require("mlp_bias", hf.get("mlp_bias", False), {False})
-    _require("scoring_func", hf.get("scoring_func", "sigmoid"), {"sigmoid", "softmax"})
-    _require("topk_method", hf.get("topk_method", "noaux_tc"), {"noaux_tc", "greedy", "group_limited_greedy"})
+        warnings.warn(f"{where}: ignoring keys {sorted(unknown)}", stacklevel=2)
+    require_fields(hf, _REQUIRED_KEYS, where, NAME)
+    _check_block_fp8(hf.get("quantization_config"), where)
+    _require(where, "hidden_act", hf.get("hidden_act", "silu"), {"silu"})
+    _require(where, "moe_layer_freq", hf.get("moe_layer_freq", 1), {1})
+    _require(where, "attention_bias", hf.get("attention_bias", False), {False})
+    _require(where, "mlp_bias", hf.get("mlp_bias", False), {False})
+    _require(where, "scoring_func", hf.get("scoring_func", "sigmoid"), {"sigmoid", "softmax"})
+    _require(where, "topk_method", hf.get("topk_method", "noaux_tc"),
+             {"noaux_tc", "greedy", "group_limited_greedy"})
     heads, kv_heads = hf["num_attention_heads"], hf.get("num_key_value_heads") or hf["num_attention_heads"]
     if kv_heads != heads:
-        raise ValueError(f"config.json: num_key_value_heads={kv_heads} != num_attention_heads={heads}; "
+        raise ValueError(f"{where}: num_key_value_heads={kv_heads} != num_attention_heads={heads}; "
                          "MLA has one latent KV shared by all heads, GQA is not part of this model")
-    yarn, theta = _yarn_from(hf.get("rope_parameters") or hf.get("rope_scaling"))
+    yarn, theta = _yarn_from(hf, where)
     kw = dict(
         vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
         num_heads=heads, q_lora_rank=hf.get("q_lora_rank"), kv_lora_rank=hf["kv_lora_rank"],
@@ -115,8 +144,7 @@ def from_hf_config(source: str | os.PathLike | dict, **overrides) -> ModelConfig
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
     )
-    kw.update(overrides)
-    return ModelConfig(**kw)
+    return build_config(ModelConfig, kw, where, overrides)
 
 
 def to_hf_config(cfg: ModelConfig) -> dict:

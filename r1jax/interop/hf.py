@@ -4,8 +4,9 @@
     cfg, params = hf.load_checkpoint("path/to/R1-Distill-Qwen")   # a Qwen2Config
     hf.save_checkpoint(cfg, params, "out/")                       # transformers loads it
 
-Loading reads config.json once and dispatches on its `model_type`; saving dispatches on the config
-type. Each architecture lives in its own module over the shared layer checkpoint_io.py:
+Loading reads config.json once and dispatches on its `model_type` (or, without one, on its
+`architectures`); saving dispatches on the config type. Each architecture lives in its own module
+over the shared layer checkpoint_io.py:
     deepseek_v3.py (+ deepseek_v3_config.py)   DeepSeek-V3 family, the released FP8 format,
                                                weights kept in E4M3 (`keep_fp8=True`)
     qwen2.py (+ qwen2_config.py)               Qwen2 (the dense R1-Distill students)
@@ -14,29 +15,42 @@ Architecture modules never import this one.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from r1jax.config import ModelConfig
-from r1jax.interop import deepseek_v3, qwen2
-from r1jax.interop.checkpoint_io import dequantize_block_fp8, quantize_block_fp8, read_config_json
+from r1jax.interop import deepseek_v3, deepseek_v3_config, qwen2, qwen2_config
+from r1jax.interop.checkpoint_io import (
+    config_json_path,
+    dequantize_block_fp8,
+    quantize_block_fp8,
+    read_config_json,
+)
 from r1jax.models.qwen2 import Qwen2Config
 
-# config.json `model_type` -> module. DeepSeek-V2 configs use the same keys and parser; a
-# config.json without model_type (hand-written) is read as DeepSeek-V3, the default family.
-_BY_MODEL_TYPE = {"deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v3, None: deepseek_v3,
-                  "qwen2": qwen2}
+# (architecture module, its config.json module): each config module names the `model_type`s and
+# `architectures` it reads. A config.json with neither (hand-written) is read as DeepSeek-V3, the
+# default family.
+_ARCHITECTURES = ((deepseek_v3, deepseek_v3_config), (qwen2, qwen2_config))
+_BY_MODEL_TYPE = {t: arch for arch, fmt in _ARCHITECTURES for t in fmt.MODEL_TYPES}
+_BY_CLASS_NAME = {c: arch for arch, fmt in _ARCHITECTURES for c in fmt.ARCHITECTURES}
 _BY_CONFIG_TYPE = {ModelConfig: deepseek_v3, Qwen2Config: qwen2}
 
 
 def _architecture_of(hf_config: dict, path: str):
-    model_type = hf_config.get("model_type")
-    if model_type not in _BY_MODEL_TYPE:
-        supported = sorted(k for k in _BY_MODEL_TYPE if k)
-        raise ValueError(f"{os.path.join(path, 'config.json')}: model_type={model_type!r} is not "
-                         f"supported (supported: {supported})")
-    return _BY_MODEL_TYPE[model_type]
+    """The module for config.json's `model_type` (as transformers' AutoConfig dispatches), or,
+    without one, for its `architectures`."""
+    model_type, classes = hf_config.get("model_type"), hf_config.get("architectures") or []
+    if model_type is not None:
+        if model_type not in _BY_MODEL_TYPE:
+            raise ValueError(f"{config_json_path(path)}: model_type={model_type!r} is not "
+                             f"supported (supported: {sorted(_BY_MODEL_TYPE)})")
+        return _BY_MODEL_TYPE[model_type]
+    known = [c for c in classes if c in _BY_CLASS_NAME]
+    if classes and not known:
+        raise ValueError(f"{config_json_path(path)}: architectures={classes!r} (and no model_type) "
+                         f"is not supported (supported: {sorted(_BY_CLASS_NAME)}); set model_type "
+                         f"to one of {sorted(_BY_MODEL_TYPE)} if the weights are one of these")
+    return _BY_CLASS_NAME[known[0]] if known else deepseek_v3
 
 
 def _module_for(cfg):

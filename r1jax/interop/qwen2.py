@@ -12,6 +12,7 @@ import numpy as np
 from r1jax.interop.checkpoint_io import (
     CheckpointReader,
     as_jax_params,
+    config_json_path,
     host_params_and_shared_tensors,
     save_dtype,
     to_hf,
@@ -44,7 +45,7 @@ def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
     if keep_fp8:
         raise ValueError(f"{path}: keep_fp8=True is for DeepSeek-V3 checkpoints, not Qwen2; "
                          f"load it with keep_fp8=False")
-    cfg = from_hf_config(hf_config, **config_overrides)
+    cfg = from_hf_config(hf_config, config_path=config_json_path(path), **config_overrides)
     r = CheckpointReader(path)
     abstract = abstract_params(cfg)
     layers = {}

@@ -2,7 +2,8 @@
 
 The weights of this architecture are mapped by qwen2.py. Keys that change the math and are not
 implemented (sliding-window attention, RoPE scaling, M-RoPE) raise a ValueError naming the key;
-keys that only describe the run are accepted and ignored.
+keys that only describe the run are accepted and ignored. Every error names the config.json it was
+read from (or "config.json" for a dict).
 """
 
 from __future__ import annotations
@@ -10,8 +11,18 @@ from __future__ import annotations
 import os
 import warnings
 
-from r1jax.interop.checkpoint_io import read_config_json
+from r1jax.interop.checkpoint_io import (
+    build_config,
+    check_architecture,
+    config_dict_and_path,
+    require_fields,
+)
 from r1jax.models.qwen2 import Qwen2Config
+
+# What config.json says for this architecture (transformers' model_type and class name).
+NAME = "Qwen2"
+MODEL_TYPES = ("qwen2",)
+ARCHITECTURES = ("Qwen2ForCausalLM",)
 
 # Keys that carry no math for the forward pass (or are checked below).
 _IGNORED_KEYS = {
@@ -26,35 +37,44 @@ _MAPPED_KEYS = {
     "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings", "hidden_act",
     "use_sliding_window", "layer_types", "use_mrope",
 }
+# Mapped keys without a default: the shapes of the model.
+_REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size")
 
 
-def _reject(key: str, value, why: str) -> None:
-    raise ValueError(f"config.json: {key}={value!r} is not supported ({why})")
+def _reject(where: str, key: str, value, why: str) -> None:
+    raise ValueError(f"{where}: {key}={value!r} is not supported ({why})")
 
 
-def from_hf_config(source: str | os.PathLike | dict, **overrides) -> Qwen2Config:
-    """A Qwen2Config from a config.json path, a checkpoint directory or a dict."""
-    hf = dict(source) if isinstance(source, dict) else read_config_json(source)
+def from_hf_config(source: str | os.PathLike | dict, *, config_path: str | None = None,
+                   **overrides) -> Qwen2Config:
+    """A Qwen2Config from a config.json path, a checkpoint directory or a dict (read from
+    `config_path`, which errors then name)."""
+    hf, where = config_dict_and_path(source, config_path)
+    check_architecture(hf, where, NAME, MODEL_TYPES, ARCHITECTURES)
     unknown = set(hf) - _IGNORED_KEYS - _MAPPED_KEYS
     if unknown:
-        warnings.warn(f"config.json: ignoring keys {sorted(unknown)}", stacklevel=2)
+        warnings.warn(f"{where}: ignoring keys {sorted(unknown)}", stacklevel=2)
+    require_fields(hf, _REQUIRED_KEYS, where, NAME)
     if hf.get("hidden_act", "silu") != "silu":
-        _reject("hidden_act", hf["hidden_act"], "supported: 'silu'")
+        _reject(where, "hidden_act", hf["hidden_act"], "supported: 'silu'")
     if hf.get("use_sliding_window", False):
-        _reject("use_sliding_window", hf["use_sliding_window"],
+        _reject(where, "use_sliding_window", hf["use_sliding_window"],
                 "sliding-window attention is not implemented")
     sliding = [t for t in hf.get("layer_types") or [] if t != "full_attention"]
     if sliding:
-        _reject("layer_types", sorted(set(sliding)), "only 'full_attention' layers are implemented")
+        _reject(where, "layer_types", sorted(set(sliding)),
+                "only 'full_attention' layers are implemented")
     if hf.get("use_mrope", False):
-        _reject("use_mrope", hf["use_mrope"], "multimodal RoPE is not implemented")
+        _reject(where, "use_mrope", hf["use_mrope"], "multimodal RoPE is not implemented")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind not in (None, "default"):
-        _reject("rope_scaling.rope_type", kind,
+        _reject(where, "rope_scaling.rope_type", kind,
                 "supported: 'default'; YaRN/dynamic scaling is not implemented")
     if rope.get("partial_rotary_factor") not in (None, 1.0):
-        _reject("rope_scaling.partial_rotary_factor", rope["partial_rotary_factor"], "supported: 1.0")
+        _reject(where, "rope_scaling.partial_rotary_factor", rope["partial_rotary_factor"],
+                "supported: 1.0")
     heads = hf["num_attention_heads"]
     kw = dict(
         vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
@@ -66,8 +86,7 @@ def from_hf_config(source: str | os.PathLike | dict, **overrides) -> Qwen2Config
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
     )
-    kw.update(overrides)
-    return Qwen2Config(**kw)
+    return build_config(Qwen2Config, kw, where, overrides)
 
 
 def to_hf_config(cfg: Qwen2Config) -> dict:
