@@ -229,12 +229,17 @@ def answers_match(predicted: str | None, gold) -> bool:
     return canonical_answer(predicted) == canonical_answer(gold) != ""
 
 
-def verify_gold_answer(completion, example: dict) -> bool:
-    r"""The last `<answer>` (or `\boxed{}`) equals the example's `answer` in value (exact:
-    1/2 == 0.5 == \frac{1}{2}), or as canonical text when either is not a number."""
+def check_gold_answer(example: dict) -> None:
+    """Raises KeyError when `example` has no `answer` to judge a completion against."""
     if example.get("answer") is None:
         raise KeyError(f"example has no 'answer' to check the completion against "
                        f"(fields: {sorted(example)})")
+
+
+def verify_gold_answer(completion, example: dict) -> bool:
+    r"""The last `<answer>` (or `\boxed{}`) equals the example's `answer` in value (exact:
+    1/2 == 0.5 == \frac{1}{2}), or as canonical text when either is not a number."""
+    check_gold_answer(example)
     return answers_match(extract_answer(completion), example["answer"])
 
 
