@@ -19,8 +19,23 @@ RL prompt batches:
     examples        (B,)   object  each row's example dict, untouched (`prompt`, `answer`, `task`,
                                    `numbers`, ...): what the task's verifier reads
 B is the per-process batch: batch_size // num_shards.
+
+Long texts: only what can fit is tokenized (`Tokenizer.encode_prefix`): a row takes seq_len + 1
+tokens at most, so a 10 MB document costs what its first seq_len tokens cost, and the rows are
+exactly those of the whole text cut after tokenizing.
+
+SFT rows without a trainable token: when bos + prompt take more than seq_len tokens no completion
+token fits and the row's loss mask is empty (the step would fit the balance term alone).
+`sft_batches` skips such rows rather than refusing the data set: a few overlong prompts in a
+user's file should not stop a run, but they must not pass unnoticed either. The first batch
+after a skip warns once with the count and the first such prompt; `SkippedRows.count` keeps
+counting (pass your own `skipped=SkippedRows()` to read it); and a whole batch's worth of such
+rows in a row raises, since then seq_len is too small for the data (a config mistake).
 """
 
+import dataclasses
+import functools
+import warnings
 from typing import Sequence
 
 import grain
@@ -53,7 +68,9 @@ def _stack_batch(rows: Sequence[dict]) -> dict:
 
 
 def _document_features(tokenizer: Tokenizer, text: str, seq_len: int) -> dict:
-    ids = [tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id][: seq_len + 1]
+    # A row holds seq_len + 1 ids: only the text's first seq_len tokens are ever tokenized.
+    ids = [tokenizer.bos_id, *tokenizer.encode_prefix(text, seq_len), tokenizer.eos_id]
+    ids = ids[: seq_len + 1]
     return {"inputs": np.asarray(ids[:-1], np.int32), "targets": np.asarray(ids[1:], np.int32),
             "loss_mask": np.ones(len(ids) - 1, np.int32)}
 
@@ -88,10 +105,15 @@ def sft_features(tokenizer: Tokenizer, example: dict, seq_len: int, system: str 
     """One padded SFT row: the loss covers the completion and its eos, never the prompt.
 
     Prompt and completion are tokenized separately, as at sampling time (the model continues
-    the prompt's tokens). A row longer than seq_len + 1 tokens loses the end of its completion.
+    the prompt's tokens). A row longer than seq_len + 1 tokens loses the end of its completion;
+    one whose bos + prompt take more than seq_len tokens has an empty loss mask (`sft_batches`
+    skips it).
     """
-    prompt_ids = [tokenizer.bos_id, *tokenizer.encode(chat.format_prompt(example, system))]
-    completion_ids = [*tokenizer.encode(chat.completion_of(example)), tokenizer.eos_id]
+    prompt, completion = chat.format_prompt(example, system), chat.completion_of(example)
+    # The row holds seq_len + 1 ids: only those are tokenized, the rest of either text never is.
+    prompt_ids = [tokenizer.bos_id, *tokenizer.encode_prefix(prompt, seq_len)]
+    room = seq_len + 1 - len(prompt_ids)
+    completion_ids = [*tokenizer.encode_prefix(completion, room), tokenizer.eos_id] if room else []
     ids = (prompt_ids + completion_ids)[: seq_len + 1]
     n = len(ids) - 1  # real (input, target) pairs
     row = {key: np.zeros(seq_len, np.int32) for key in ("inputs", "targets", "segment_ids", "positions")}
@@ -104,16 +126,69 @@ def sft_features(tokenizer: Tokenizer, example: dict, seq_len: int, system: str 
     return row
 
 
+@dataclasses.dataclass
+class SkippedRows:
+    """SFT examples left out of `sft_batches` because no completion token fits in their row.
+
+    count: rows skipped so far, of `read` rows read; first: the first skipped prompt. Counts
+    follow the rows the batches consumed in this process; they are not checkpointed (a restored
+    run counts from 0), and the batches never depend on them.
+    """
+
+    count: int = 0
+    read: int = 0
+    first: str | None = None
+    in_a_row: int = 0
+    warned: bool = False
+
+    def keep(self, seq_len: int, batch_rows: int, pair: tuple[dict, dict]) -> bool:
+        """False for a row with an empty loss mask; raises after `batch_rows` of them in a row."""
+        example, row = pair
+        self.read += 1
+        if row["loss_mask"].any():
+            self.in_a_row = 0
+            return True
+        prompt = repr(str(example.get("prompt"))[:60])
+        self.count, self.in_a_row = self.count + 1, self.in_a_row + 1
+        self.first = self.first or prompt
+        if self.in_a_row >= batch_rows:
+            raise ValueError(
+                f"{self.in_a_row} SFT examples in a row (a whole batch of {batch_rows}) have no "
+                f"completion token within seq_len={seq_len}: bos + prompt alone take more than "
+                f"{seq_len} tokens (e.g. prompt {prompt}); seq_len is too small for this data: "
+                "raise seq_len")
+        return False
+
+    def warn_once(self, seq_len: int) -> None:
+        if self.count and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"sft_batches skipped {self.count} of the first {self.read} examples: bos + prompt "
+                f"take more than seq_len={seq_len} tokens, so no completion token fits and the "
+                f"loss mask would be empty (first: prompt {self.first}); raise seq_len to train on "
+                "them. SkippedRows.count keeps counting without further warnings.")
+
+
 def sft_batches(
     examples: grain.MapDataset, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
     num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
-    system: str = chat.SHORT_SYSTEM,
+    system: str = chat.SHORT_SYSTEM, skipped: SkippedRows | None = None,
 ) -> grain.IterDataset:
-    """One example per row (prompt -> completion), right-padded to `seq_len`."""
+    """One example per row (prompt -> completion), right-padded to `seq_len`; rows without a
+    trainable token are skipped and counted in `skipped` (see the module docstring)."""
     rows = _per_shard_batch_size(batch_size, num_shards, shard_index)
+    skipped = SkippedRows() if skipped is None else skipped
     ds = _ordered(examples, seed=seed, num_epochs=num_epochs, num_shards=num_shards, shard_index=shard_index)
-    ds = ds.map(lambda ex: sft_features(tokenizer, ex, seq_len, system))
-    return ds.to_iter_dataset().batch(rows, drop_remainder=True, batch_fn=_stack_batch)
+    ds = ds.map(lambda ex: (ex, sft_features(tokenizer, ex, seq_len, system)))
+    # Filtered after to_iter_dataset, in the thread that consumes the batches, so the counts
+    # follow consumed rows rather than rows prefetched ahead.
+    ds = ds.to_iter_dataset().filter(functools.partial(skipped.keep, seq_len, rows))
+
+    def stack(batch_rows):
+        skipped.warn_once(seq_len)
+        return _stack_batch(batch_rows)
+
+    return ds.map(lambda pair: pair[1]).batch(rows, drop_remainder=True, batch_fn=stack)
 
 
 def rl_prompt_features(tokenizer: Tokenizer, example: dict, max_prompt_len: int, pad_side: str = "left",

@@ -75,30 +75,55 @@ def check_record(record: Any, where: str) -> dict:
     return example
 
 
+def _not_utf8_error(path: str) -> ValueError:
+    """Where the first byte of `path` that is not UTF-8 sits, as an error naming the fix."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_number = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return ValueError(
+            f"{path}:{line_number}: byte 0x{data[e.start]:02x} at column {column} (file offset "
+            f"{e.start}) is not UTF-8 ({e.reason}); "
+            "JSONL files must be UTF-8: re-encode the file (e.g. iconv -f latin1 -t utf-8)")
+    return ValueError(f"{path}: the file changed while it was read; read it again")
+
+
 def read_jsonl(path: str) -> list[dict]:
     """All records of a JSONL file; blank lines are skipped, anything else must be valid."""
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_number}: invalid JSON ({e.msg} at column {e.colno}); "
-                                 "fix or delete that line") from None
-            examples.append(check_record(record, f"{path}:{line_number}"))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{line_number}: invalid JSON ({e.msg} at column "
+                                     f"{e.colno}); fix or delete that line") from None
+                examples.append(check_record(record, f"{path}:{line_number}"))
+    except UnicodeDecodeError:
+        # The decoder reports offsets within its read-ahead chunk: locate the byte in the file.
+        raise _not_utf8_error(path) from None
     return examples
 
 
 def read_parquet(path: str) -> list[dict]:
     """All rows of a Parquet file (needs pyarrow); errors name the file and the row number."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ImportError(f"reading {path} needs pyarrow, which is not installed: "
                           "pip install pyarrow") from None
-    rows = pq.read_table(path).to_pylist()
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as e:  # pyarrow's messages omit the path
+        raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}); "
+                         "check that the file is complete or write it again") from e
     return [check_record(row, f"{path}:row {i}") for i, row in enumerate(rows)]
 
 

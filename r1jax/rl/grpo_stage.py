@@ -135,6 +135,7 @@ class RolloutBatches(loop.BatchSource):
         batch["ref_logp"] = self.ref_logprobs(self.ref, batch)
         metrics = {"reward": float(reward.mean()), "accuracy": float(scores.correct.mean()),
                    "response_length": float(rollout.lengths.mean()),
+                   "verifier_errors": int(scores.errors.sum()),  # completions scored 0 on a fault
                    **{f"reward_{name}": float(part.mean()) for name, part in scores.parts.items()},
                    "sample": rollout.texts[0][:200]}
         return batch, metrics

@@ -11,18 +11,26 @@ Rewards are `fn(completion, example) -> float`, named so that configs can weight
   format    1 for the R1 structure: `<think>`, `</think>`, `<answer>`, `</answer>` each once, in
             that order (Logic-RL's check, REFERENCE §5.1)
   language  the fraction of Latin-script words in the CoT (R1 §2.3.2)
+
+Faults: model text is adversarial and verifiers are code, so an exception while one completion
+is judged must not end a GRPO step, an evaluation or a rejection pass. That completion scores 0,
+is not correct, not formatted and casts no vote; `Scores.errors` flags it, GRPO logs the count as
+`verifier_errors`, and the first error of each (task, exception type) is warned once. An example
+that lacks the fields its task reads is a data error, not a judgement: every example is checked
+once (`Task.check_example`) before any completion is judged, and that error is raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import unicodedata
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 
 from r1jax.data import chat
-from r1jax.data.tasks import task_of
+from r1jax.data.tasks import Task, task_of
 from r1jax.data.tasks.answers import answer_key, judged_text
 
 RewardFn = Callable[[str, dict], float]
@@ -91,23 +99,72 @@ class Scores:
     reward: np.ndarray
     parts: dict
     keys: list
+    errors: np.ndarray  # (R,) bool: judging raised; the completion scored 0 (module docstring)
+
+
+def _checked_tasks(examples: Sequence[dict]) -> list[Task]:
+    """Each example's task, with the example's fields checked once (examples repeat G times)."""
+    checked: dict[int, Task] = {}
+    for i, example in enumerate(examples):
+        if id(example) not in checked:
+            try:
+                checked[id(example)] = task_of(example)
+                checked[id(example)].check_example(example)
+            except Exception as error:
+                prompt = example.get("prompt") if isinstance(example, dict) else None
+                error.add_note(f"in example {i} given to score() (prompt {str(prompt)[:60]!r}): "
+                               "a data error, raised before any completion is judged")
+                raise
+    return [checked[id(example)] for example in examples]
+
+
+def _judge(completion, example: dict, task: Task, weights, script: str) -> tuple:
+    """(correct, weighted parts, formatted, language, key) of one completion."""
+    return (bool(task.verify(completion, example)),
+            [float(REWARDS[name](completion, example)) for name, _ in weights],
+            has_r1_format(completion), language_consistency(completion, script),
+            answer_key(completion))
+
+
+_WARNED: set[tuple[str, str]] = set()  # (task, exception type) pairs already warned about
+
+
+def _warn_once(task: str, error: Exception, count: int, total: int, completion) -> None:
+    if (task, type(error).__name__) in _WARNED:
+        return
+    _WARNED.add((task, type(error).__name__))
+    warnings.warn(
+        f"judging a completion of task {task!r} raised {type(error).__name__}: {error} "
+        f"({count} of {total} completions in this call; first: {str(completion)[:60]!r}); "
+        "those score 0 and count as not correct (Scores.errors, GRPO's verifier_errors). "
+        f"Later {type(error).__name__}s of {task!r} are counted without a warning.", stacklevel=3)
 
 
 def score(completions: Sequence[str], examples: Sequence[dict],
           weights: Sequence[tuple[str, float]] = (), script: str = "LATIN") -> Scores:
-    """Judge each completion against its example (same length and order)."""
+    """Judge each completion against its example (same length and order). An example missing
+    its task's fields raises; an exception while judging one completion scores it 0."""
     if len(completions) != len(examples):
         raise ValueError(f"{len(completions)} completions for {len(examples)} examples")
     check_rewards(weights)
-    pairs = list(zip(completions, examples))
-    correct = np.array([task_of(ex).verify(c, ex) for c, ex in pairs], bool)
-    parts = {name: np.array([REWARDS[name](c, ex) for c, ex in pairs], np.float32)
-             for name, _ in weights}
-    reward = np.zeros(len(pairs), np.float32)
-    for name, weight in weights:
-        reward += np.float32(weight) * parts[name]
-    return Scores(correct=correct,
-                  formatted=np.array([has_r1_format(c) for c in completions], bool),
-                  language=np.array([language_consistency(c, script) for c in completions],
-                                    np.float32),
-                  reward=reward, parts=parts, keys=[answer_key(c) for c in completions])
+    tasks = _checked_tasks(examples)
+    unjudged = (False, [0.0] * len(weights), False, 0.0, None)
+    verdicts, errors, first_errors = [], np.zeros(len(examples), bool), {}
+    for i, (completion, example, task) in enumerate(zip(completions, examples, tasks)):
+        try:
+            verdicts.append(_judge(completion, example, task, weights, script))
+        except Exception as error:  # noqa: BLE001 - one sample's fault must not end the batch
+            verdicts.append(unjudged)
+            errors[i] = True
+            first_errors.setdefault((task.name, type(error)), (error, completion, []))[2].append(i)
+    for (name, _), (error, completion, rows) in first_errors.items():
+        _warn_once(name, error, len(rows), len(examples), completion)
+    correct, parts, formatted, language, keys = zip(*verdicts) if verdicts else ((),) * 5
+    parts = np.array(parts, np.float32).reshape(len(verdicts), len(weights))
+    reward = np.zeros(len(verdicts), np.float32)
+    for j, (name, weight) in enumerate(weights):
+        reward += np.float32(weight) * parts[:, j]
+    return Scores(correct=np.array(correct, bool), formatted=np.array(formatted, bool),
+                  language=np.array(language, np.float32), reward=reward,
+                  parts={name: parts[:, j].copy() for j, (name, _) in enumerate(weights)},
+                  keys=list(keys), errors=errors)

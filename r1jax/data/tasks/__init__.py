@@ -7,8 +7,10 @@ completion) and RL (prompt + the fields the verifier needs).
 
 A task owns how its completions are judged: `verify(completion, example) -> bool` (correct or
 not: pass@1, cons@k, the rejection filter) and `reward(completion, example) -> float` (its
-accuracy reward in GRPO). `task_of(example)` finds the task of any example, a record of a user's
-file included: one with no `task` field is judged by its `answer` (`FILE_ANSWERS`).
+accuracy reward in GRPO). `check_example(example)` raises when an example lacks the fields these
+read: a data error, which scoring reports as such and never confuses with a wrong answer.
+`task_of(example)` finds the task of any example, a record of a user's file included: one with
+no `task` field is judged by its `answer` (`FILE_ANSWERS`).
 """
 
 import dataclasses
@@ -23,12 +25,15 @@ class Task:
     name: str
     verify: Callable[[str, dict], bool]
     reward: Callable[[str, dict], float]
+    check_example: Callable[[dict], None]  # raises when the example lacks what verify reads
     generate: Callable[..., dict] | None = None  # (seed, index, **knobs) -> example; None for files
 
 
 TASKS: dict[str, Task] = {
-    arithmetic.TASK: Task(arithmetic.TASK, arithmetic.verify, arithmetic.reward, arithmetic.generate),
-    countdown.TASK: Task(countdown.TASK, countdown.verify, countdown.reward, countdown.generate),
+    arithmetic.TASK: Task(arithmetic.TASK, arithmetic.verify, arithmetic.reward,
+                          arithmetic.check_example, arithmetic.generate),
+    countdown.TASK: Task(countdown.TASK, countdown.verify, countdown.reward,
+                         countdown.check_example, countdown.generate),
 }
 
 
@@ -38,7 +43,7 @@ def _answer_reward(completion, example: dict) -> float:
 
 # Records of a user's data set (prompt + answer) that name no task: the final answer must equal
 # the record's `answer` in value.
-FILE_ANSWERS = Task("answer", answers.verify_gold_answer, _answer_reward)
+FILE_ANSWERS = Task("answer", answers.verify_gold_answer, _answer_reward, answers.check_gold_answer)
 
 
 def task_of(example: dict) -> Task:

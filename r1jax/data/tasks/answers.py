@@ -6,18 +6,25 @@ and answer normalisation. Rollouts score completions with those verifiers in eva
 rewards and the rejection filter alike (r1jax/rollout/scoring.py).
 
 Model text is adversarial: nothing here calls `eval`. Expressions go through an `ast` whitelist
-evaluated exactly with Fractions; inputs are length-capped before any parsing, and powers are
-bounded, so no completion can crash a verifier or hang the loop.
+evaluated exactly with Fractions; inputs are length-capped before any parsing, and every value
+(a literal or the result of any operation) is bounded in size before it is built, so no
+completion can crash a verifier or hang the loop: exact products of a few hundred `9e9999`
+literals would take seconds, and a bound on powers alone does not stop them.
 """
 
 import ast
+import math
 import re
 from fractions import Fraction
 
 MAX_COMPLETION_CHARS = 16_384  # only this tail is judged (far beyond any sampling budget here)
 MAX_EXPRESSION_CHARS = 1_000  # longer answers are compared as canonical strings, never parsed
-_MAX_RESULT_BITS = 20_000  # ~6,000 decimal digits: bounds what powers may build
+# ~6,000 decimal digits: the most bits a numerator or denominator may have, in a literal or in the
+# result of any operation. Operations on such numbers take microseconds, so a 1,000-character
+# expression is judged in milliseconds.
+_MAX_RESULT_BITS = 20_000
 _MAX_EXPONENT_DIGITS = 4  # "1e400" is fine, "1e999999999" is refused before it is computed
+_DECIMAL_LITERAL = re.compile(r"(?P<whole>\d*)\.?(?P<fraction>\d*)(?:e(?P<exponent>[+-]?\d+))?")
 
 
 class UnsafeExpression(ValueError):
@@ -73,8 +80,30 @@ def extract_answer(completion) -> str | None:
 # Safe exact arithmetic
 # --------------------------------------------------------------------------------------------
 
-_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-           ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+def _bits(x: Fraction) -> tuple[int, int]:
+    return x.numerator.bit_length(), x.denominator.bit_length()
+
+
+def _sum_bits(a: Fraction, b: Fraction) -> int:
+    (an, ad), (bn, bd) = _bits(a), _bits(b)
+    return max(max(an + bd, bn + ad) + 1, ad + bd)  # (an*bd + bn*ad) / (ad*bd), before reducing
+
+
+def _product_bits(a: Fraction, b: Fraction) -> int:
+    (an, ad), (bn, bd) = _bits(a), _bits(b)
+    return max(an + bn, ad + bd)
+
+
+def _quotient_bits(a: Fraction, b: Fraction) -> int:
+    (an, ad), (bn, bd) = _bits(a), _bits(b)
+    return max(an + bd, ad + bn)
+
+
+# op -> (exact operation, an upper bound on the bits of its result's numerator and denominator,
+# computed from the operands' bit lengths before the operation runs)
+_BINARY = {ast.Add: (lambda a, b: a + b, _sum_bits), ast.Sub: (lambda a, b: a - b, _sum_bits),
+           ast.Mult: (lambda a, b: a * b, _product_bits),
+           ast.Div: (lambda a, b: a / b, _quotient_bits)}
 
 
 def _literal(node: ast.Constant, source: str, integers_only: bool) -> Fraction:
@@ -83,10 +112,23 @@ def _literal(node: ast.Constant, source: str, integers_only: bool) -> Fraction:
         raise UnsafeExpression(f"{node.value!r} is not an allowed number")
     # Read the literal's own text so "0.1" is exactly 1/10, not the nearest binary float.
     literal = (ast.get_source_segment(source, node) or "").replace("_", "")
-    mantissa, _, exponent = literal.lower().partition("e")
+    parts = _DECIMAL_LITERAL.fullmatch(literal.lower())
+    if parts is None:
+        raise UnsafeExpression(f"{literal[:40]} is not a decimal number")  # 0x1f, 0b1, 0o7
+    exponent = parts["exponent"] or "0"
     if len(exponent.lstrip("+-")) > _MAX_EXPONENT_DIGITS:
         raise UnsafeExpression(f"exponent of {literal[:40]} is too large")
+    # Numerator and denominator each have at most digits + |exponent| decimal digits.
+    digits = len(parts["whole"]) + len(parts["fraction"]) + abs(int(exponent))
+    if digits * math.log2(10) > _MAX_RESULT_BITS:
+        raise UnsafeExpression(f"{literal[:40]}... has too many digits ({digits} > "
+                               f"{int(_MAX_RESULT_BITS / math.log2(10))})")
     return Fraction(literal)
+
+
+def _bounded(bits: int, what: str) -> None:
+    if bits > _MAX_RESULT_BITS:
+        raise UnsafeExpression(f"{what} would have up to {bits} bits > {_MAX_RESULT_BITS}")
 
 
 def _evaluate(node: ast.AST, source: str, rules: dict, literals: list) -> Fraction:
@@ -97,13 +139,15 @@ def _evaluate(node: ast.AST, source: str, rules: dict, literals: list) -> Fracti
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left = _evaluate(node.left, source, rules, literals)
         right = _evaluate(node.right, source, rules, literals)
-        return _BINARY[type(node.op)](left, right)  # ZeroDivisionError propagates
+        operation, result_bits = _BINARY[type(node.op)]
+        _bounded(result_bits(left, right), f"the {type(node.op).__name__} result")
+        return operation(left, right)  # ZeroDivisionError propagates
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and rules["allow_power"]:
         base = _evaluate(node.left, source, rules, literals)
         exponent = _evaluate(node.right, source, rules, literals)
-        size = max(abs(base.numerator), base.denominator).bit_length()
-        if exponent.denominator != 1 or size * abs(exponent.numerator) > _MAX_RESULT_BITS:
-            raise UnsafeExpression("power too large or not an integer power")  # stops 9**9**9
+        if exponent.denominator != 1:
+            raise UnsafeExpression("not an integer power")
+        _bounded(max(_bits(base)) * abs(exponent.numerator), "the power")  # stops 9**9**9
         return base ** int(exponent)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and rules["allow_unary"]:
         value = _evaluate(node.operand, source, rules, literals)
@@ -117,8 +161,9 @@ def evaluate_expression(text: str, *, allow_unary: bool = True, allow_power: boo
     """Exact value of an arithmetic expression and its numeric literals, in source order.
 
     Raises UnsafeExpression for anything outside numbers (integers only, if asked), + - * /
-    (and, if allowed, unary +/- and bounded **) with parentheses, and ZeroDivisionError for
-    division by zero.
+    (and, if allowed, unary +/- and **) with parentheses, for a literal or a result whose
+    numerator or denominator would exceed _MAX_RESULT_BITS bits (checked before it is built),
+    and ZeroDivisionError for division by zero.
     """
     if len(text) > max_chars:
         raise UnsafeExpression(f"expression is {len(text)} chars > {max_chars}")
@@ -184,12 +229,17 @@ def answers_match(predicted: str | None, gold) -> bool:
     return canonical_answer(predicted) == canonical_answer(gold) != ""
 
 
-def verify_gold_answer(completion, example: dict) -> bool:
-    r"""The last `<answer>` (or `\boxed{}`) equals the example's `answer` in value (exact:
-    1/2 == 0.5 == \frac{1}{2}), or as canonical text when either is not a number."""
+def check_gold_answer(example: dict) -> None:
+    """Raises KeyError when `example` has no `answer` to judge a completion against."""
     if example.get("answer") is None:
         raise KeyError(f"example has no 'answer' to check the completion against "
                        f"(fields: {sorted(example)})")
+
+
+def verify_gold_answer(completion, example: dict) -> bool:
+    r"""The last `<answer>` (or `\boxed{}`) equals the example's `answer` in value (exact:
+    1/2 == 0.5 == \frac{1}{2}), or as canonical text when either is not a number."""
+    check_gold_answer(example)
     return answers_match(extract_answer(completion), example["answer"])
 
 

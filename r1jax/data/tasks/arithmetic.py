@@ -19,7 +19,7 @@ noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFE
 import random
 
 from r1jax.data.tasks import splits
-from r1jax.data.tasks.answers import verify_gold_answer
+from r1jax.data.tasks.answers import check_gold_answer, verify_gold_answer
 
 TASK = "arithmetic"
 
@@ -120,13 +120,35 @@ def generate(
     }
 
 
+def _has_operands(example: dict) -> bool:
+    return all(example.get(k) is not None for k in ("op", "a", "b"))
+
+
+def _true_answer(example: dict) -> str:
+    try:
+        a, b = int(example["a"]), int(example["b"])
+    except (TypeError, ValueError):
+        raise ValueError(f"an arithmetic example needs integer operands, got a={example['a']!r}, "
+                         f"b={example['b']!r}; fix the record or drop a and b to judge it by "
+                         "its 'answer'") from None
+    return str(solve(example["op"], a, b))
+
+
+def check_example(example: dict) -> None:
+    """Raises when `example` lacks what `verify` reads: integer `a`, `b` and a known `op`, or
+    else an `answer`."""
+    if _has_operands(example):
+        _true_answer(example)
+    else:
+        check_gold_answer(example)
+
+
 def verify(completion, example: dict) -> bool:
     """The final answer equals the true sum (or product) in value, computed from `op`, `a`, `b`
     (a noisy example's `answer` is its trace's wrong one); an example without them (a record
     written without its operands) is judged by its `answer`."""
-    if all(example.get(k) is not None for k in ("op", "a", "b")):
-        truth = {"answer": str(solve(example["op"], int(example["a"]), int(example["b"])))}
-        return verify_gold_answer(completion, truth)
+    if _has_operands(example):
+        return verify_gold_answer(completion, {"answer": _true_answer(example)})
     return verify_gold_answer(completion, example)
 
 

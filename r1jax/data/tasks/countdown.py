@@ -125,12 +125,25 @@ def check_expression(answer: str | None, numbers, target) -> bool | None:
     return uses_each_once and value == Fraction(int(target))
 
 
-def _numbers_and_target(example: dict):
+def _numbers_and_target(example: dict) -> tuple[list[int], int]:
     missing = [name for name in ("numbers", "target") if example.get(name) is None]
     if missing:
         raise KeyError(f"a countdown example needs the fields {missing} to be checked "
                        f"(fields: {sorted(example)})")
-    return example["numbers"], example["target"]
+    numbers, target = example["numbers"], example["target"]
+    try:
+        if isinstance(numbers, (str, bytes)):
+            raise TypeError("a string")
+        return [int(n) for n in numbers], int(target)
+    except (TypeError, ValueError):
+        raise ValueError(f"a countdown example needs a list of integer 'numbers' and an integer "
+                         f"'target', got numbers={numbers!r}, target={target!r}") from None
+
+
+def check_example(example: dict) -> None:
+    """Raises when `example` lacks what `verify` reads: a list of integer `numbers` and an
+    integer `target`."""
+    _numbers_and_target(example)
 
 
 def verify(completion, example: dict) -> bool:
