@@ -22,7 +22,10 @@ once (`Task.check_example`) before any completion is judged, and that error is r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import unicodedata
 import warnings
 from typing import Callable, Sequence
@@ -140,10 +143,41 @@ def _warn_once(task: str, error: Exception, count: int, total: int, completion) 
         f"Later {type(error).__name__}s of {task!r} are counted without a warning.", stacklevel=3)
 
 
+class JudgeTimeout(TimeoutError):
+    """Judging one completion took longer than its time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise JudgeTimeout in the body after `seconds` (SIGALRM; main thread only, elsewhere the
+    verifiers' size bounds are the only bound). Python code is interrupted between bytecodes, so
+    this bounds verifiers written in Python; the size bounds keep each C operation short."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise JudgeTimeout(f"judging one completion took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# A verifier that takes longer on one completion scores it 0 (counted in Scores.errors).
+JUDGE_TIME_LIMIT_S = 2.0
+
+
 def score(completions: Sequence[str], examples: Sequence[dict],
-          weights: Sequence[tuple[str, float]] = (), script: str = "LATIN") -> Scores:
+          weights: Sequence[tuple[str, float]] = (), script: str = "LATIN",
+          time_limit_s: float = JUDGE_TIME_LIMIT_S) -> Scores:
     """Judge each completion against its example (same length and order). An example missing
-    its task's fields raises; an exception while judging one completion scores it 0."""
+    its task's fields raises; an exception while judging one completion, or judging it for more
+    than `time_limit_s`, scores it 0."""
     if len(completions) != len(examples):
         raise ValueError(f"{len(completions)} completions for {len(examples)} examples")
     check_rewards(weights)
@@ -152,7 +186,8 @@ def score(completions: Sequence[str], examples: Sequence[dict],
     verdicts, errors, first_errors = [], np.zeros(len(examples), bool), {}
     for i, (completion, example, task) in enumerate(zip(completions, examples, tasks)):
         try:
-            verdicts.append(_judge(completion, example, task, weights, script))
+            with time_limit(time_limit_s):
+                verdicts.append(_judge(completion, example, task, weights, script))
         except Exception as error:  # noqa: BLE001 - one sample's fault must not end the batch
             verdicts.append(unjudged)
             errors[i] = True

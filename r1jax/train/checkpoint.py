@@ -63,7 +63,10 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for truncated or foreign files
             raise ValueError(f"checkpoint {self.directory}/{step} could not be restored "
-                             f"({type(e).__name__}: {e}); delete it to fall back to an earlier step") from e
+                             f"({type(e).__name__}: {e}); if its files are damaged, delete that "
+                             "step's directory to fall back to an earlier one; if the model or "
+                             "optimizer changed since it was saved, resume with the config in "
+                             "config.json") from e
         return out["state"], out["data"]
 
     def wait(self) -> None:

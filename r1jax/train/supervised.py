@@ -14,7 +14,9 @@ from r1jax.train.experiment import DataConfig, ExperimentConfig, to_dict
 from r1jax.train.steps import sft_step_fn
 
 
-def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN):
+def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN,
+                  skipped: rdata.SkippedRows | None = None):
+    """The batches of cfg.data; SFT rows with nothing to train on are counted in `skipped`."""
     d = cfg.data
     knobs = dict(d.task_kwargs)
     if d.task == "corpus":
@@ -28,15 +30,14 @@ def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN):
     else:
         raise ValueError(f"data.task={d.task!r}: use corpus, {', '.join(rdata.tasks.TASKS)} or a "
                          ".jsonl/.parquet path")
-    make = {"pretrain": rdata.pretraining_batches, "sft": rdata.sft_batches}
-    if d.mode not in make:
-        raise ValueError(f"data.mode={d.mode!r}: choose one of {sorted(make)}")
-    if d.process_split not in ("slice", "disjoint"):
-        raise ValueError(f"data.process_split={d.process_split!r}: choose 'slice' or 'disjoint'")
     disjoint = d.process_split == "disjoint"
-    return make[d.mode](examples, tok, seq_len=d.seq_len, batch_size=d.batch_size, seed=d.seed,
-                        num_shards=jax.process_count() if disjoint else 1,
-                        shard_index=jax.process_index() if disjoint else 0)
+    shards = dict(num_shards=jax.process_count() if disjoint else 1,
+                  shard_index=jax.process_index() if disjoint else 0)
+    if d.mode == "sft":
+        return rdata.sft_batches(examples, tok, seq_len=d.seq_len, batch_size=d.batch_size,
+                                 seed=d.seed, skipped=skipped, **shards)
+    return rdata.pretraining_batches(examples, tok, seq_len=d.seq_len, batch_size=d.batch_size,
+                                     seed=d.seed, **shards)
 
 
 def process_rows(cfg: ExperimentConfig, batch: dict) -> dict:
@@ -63,8 +64,9 @@ class DataBatches(loop.BatchSource):
     """Batches of a grain pipeline, this process's rows placed on the mesh; `transform(batch)`
     adds what the step needs (e.g. a teacher's top-k log-probs for `distill_step`)."""
 
-    def __init__(self, cfg: ExperimentConfig, dataset, transform=None):
-        self.cfg, self.transform = cfg, transform
+    def __init__(self, cfg: ExperimentConfig, dataset, transform=None,
+                 skipped: rdata.SkippedRows | None = None):
+        self.cfg, self.transform, self.skipped = cfg, transform, skipped
         self.iterator = iter(dataset)
 
     def start(self, mesh, state) -> None:
@@ -74,7 +76,9 @@ class DataBatches(loop.BatchSource):
         local = process_rows(self.cfg, next(self.iterator))
         batch = {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(v))
                  for k, v in local.items()}
-        return (batch if self.transform is None else self.transform(batch)), {}
+        # SFT rows with no completion token inside seq_len, left out (r1jax/data/pipeline.py).
+        extra = {} if self.skipped is None else {"skipped_rows": float(self.skipped.count)}
+        return (batch if self.transform is None else self.transform(batch)), extra
 
     def get_state(self) -> dict:
         return self.iterator.get_state()
@@ -108,7 +112,8 @@ def run(cfg: ExperimentConfig, workdir: str, *, make_step=None, transform=None) 
     tok = shared_tokenizer(workdir, cfg.data)
     if cfg.model.vocab_size < tok.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer vocab {tok.vocab_size}")
-    source = DataBatches(cfg, build_dataset(cfg, tok), transform)
+    skipped = rdata.SkippedRows()
+    source = DataBatches(cfg, build_dataset(cfg, tok, skipped=skipped), transform, skipped)
     return loop.run(workdir, name=cfg.name, model_cfg=cfg.model, mesh_cfg=cfg.mesh, optim=cfg.optim,
                     train=cfg.train, make_step=make_step or sft_step_for(cfg), source=source,
                     record=to_dict(cfg), pinned=("model", "data"))

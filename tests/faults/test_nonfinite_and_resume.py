@@ -93,3 +93,15 @@ def test_config_mistakes_fail_at_load_naming_the_field():
         load_config(os.path.join(ROOT, "README.md"))
     with pytest.raises(ValueError, match=r"is not a recipe: it defines no get_config"):
         load_config(os.path.join(ROOT, "experiments", "cli.py"))
+
+
+def test_sft_rows_with_nothing_to_train_on_are_skipped_and_reported(tmp_path, tokenizer):
+    long_prompt = "Compute " + " + ".join(["1"] * 60) + "."  # no completion token fits in 64
+    rows = [{"prompt": long_prompt if i in (2, 5) else f"Compute {i}+1.", "answer": str(i + 1)}
+            for i in range(8)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config(tokenizer, f"--config.data.task={path}", "--config.data.mode=sft",
+                 "--config.data.seq_len=64", "--config.data.batch_size=4", "--config.train.steps=2")
+    history = supervised.run(cfg, str(tmp_path / "run"))
+    assert history[-1]["skipped_rows"] >= 2

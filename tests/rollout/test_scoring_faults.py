@@ -108,3 +108,24 @@ def test_grpo_logs_verifier_errors(tokenizer, monkeypatch, fragile_countdown):
     assert metrics["accuracy"] == 0.5
     advantages = np.asarray(batch["advantages"]).reshape(2, 2)
     assert (advantages[:, 0] < 0).all() and (advantages[:, 1] > 0).all()
+
+
+def test_a_slow_verifier_is_cut_off_and_counted(monkeypatch):
+    """A verifier stuck on one completion (here: sleeping) is stopped at the time limit; that
+    completion scores 0 and the others are judged as usual."""
+    import time
+
+    task = tasks.TASKS["countdown"]
+
+    def slow_on_boom(completion, example):
+        if "boom" in completion:
+            time.sleep(60)
+        return task.verify(completion, example)
+
+    monkeypatch.setitem(tasks.TASKS, "countdown", dataclasses.replace(task, verify=slow_on_boom))
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="JudgeTimeout: judging one completion took more than 0.2 s"):
+        got = scoring.score([SOLVED, BOOM, SOLVED], [EXAMPLE] * 3, time_limit_s=0.2)
+    assert time.perf_counter() - start < 5
+    assert got.errors.tolist() == [False, True, False]
+    assert got.correct.tolist() == [True, False, True]
