@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -107,6 +108,21 @@ def require_fields(hf_config: dict, fields: tuple[str, ...], where: str, name: s
         raise ValueError(f"{where}: missing required field(s) {missing} (absent or null) of a "
                          f"{name} config.json{kind}; copy them from the model's released "
                          f"config.json")
+
+
+def read_architecture_config(source: str | os.PathLike | dict, config_path: str | None, *,
+                             name: str, model_types: tuple[str, ...],
+                             architectures: tuple[str, ...], known_keys: set,
+                             required: tuple[str, ...]) -> tuple[dict, str]:
+    """(config.json dict, the path errors name) checked as architecture `name`'s: its
+    model_type/architectures, its required fields; keys outside `known_keys` are warned about."""
+    hf, where = config_dict_and_path(source, config_path)
+    check_architecture(hf, where, name, model_types, architectures)
+    unknown = set(hf) - known_keys
+    if unknown:
+        warnings.warn(f"{where}: ignoring keys {sorted(unknown)}", stacklevel=3)
+    require_fields(hf, required, where, name)
+    return hf, where
 
 
 def numpy_dtype(name: str) -> np.dtype:

@@ -9,14 +9,8 @@ read from (or "config.json" for a dict).
 from __future__ import annotations
 
 import os
-import warnings
 
-from r1jax.interop.checkpoint_io import (
-    build_config,
-    check_architecture,
-    config_dict_and_path,
-    require_fields,
-)
+from r1jax.interop.checkpoint_io import build_config, read_architecture_config
 from r1jax.models.qwen2 import Qwen2Config
 
 # What config.json says for this architecture (transformers' model_type and class name).
@@ -50,12 +44,9 @@ def from_hf_config(source: str | os.PathLike | dict, *, config_path: str | None 
                    **overrides) -> Qwen2Config:
     """A Qwen2Config from a config.json path, a checkpoint directory or a dict (read from
     `config_path`, which errors then name)."""
-    hf, where = config_dict_and_path(source, config_path)
-    check_architecture(hf, where, NAME, MODEL_TYPES, ARCHITECTURES)
-    unknown = set(hf) - _IGNORED_KEYS - _MAPPED_KEYS
-    if unknown:
-        warnings.warn(f"{where}: ignoring keys {sorted(unknown)}", stacklevel=2)
-    require_fields(hf, _REQUIRED_KEYS, where, NAME)
+    hf, where = read_architecture_config(
+        source, config_path, name=NAME, model_types=MODEL_TYPES, architectures=ARCHITECTURES,
+        known_keys=_IGNORED_KEYS | _MAPPED_KEYS, required=_REQUIRED_KEYS)
     if hf.get("hidden_act", "silu") != "silu":
         _reject(where, "hidden_act", hf["hidden_act"], "supported: 'silu'")
     if hf.get("use_sliding_window", False):
