@@ -15,18 +15,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cli import parse_args, single_process_only  # noqa: E402
+from experiments.cli import parse_args  # noqa: E402
 
 
 def main(argv=None):
-    single_process_only("experiments/export.py")
-
     def flags(parser):
         parser.add_argument("--stage", required=True, help="a training stage of the recipe")
         parser.add_argument("--out", required=True, help="the HF directory to write")
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
 
-    args, cfg = parse_args(argv, description=__doc__, add_arguments=flags)
+    args, cfg = parse_args(argv, description=__doc__, add_arguments=flags,
+                           single_process="experiments/export.py")
     from r1jax.recipe.export import export_stage
     from r1jax.recipe.stages import STAGE_NAMES
 

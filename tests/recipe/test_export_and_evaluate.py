@@ -88,6 +88,8 @@ def test_bad_input_is_named(tmp_path, monkeypatch):
         (lambda: export(tmp_path, "final_rl", tmp_path / "x"),
          f"stage 'final_rl' has no checkpoint in {tmp_path}/final_rl/checkpoints"),
         (lambda: export(tmp_path, "dev4", tmp_path / "x"), "--stage='dev4' is not a stage"),
+        (lambda: export(tmp_path, "final_rl", tmp_path / "x", "--num_processes", "2"),
+         "experiments/export.py runs in a single process; drop --num_processes"),
         (lambda: evaluate_script.main(["--checkpoint", str(tmp_path / "none"), "--data",
                                        "arithmetic", "--workdir", str(tmp_path / "e")]),
          f"checkpoint directory {tmp_path}/none does not exist"),
