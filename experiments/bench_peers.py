@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -30,18 +29,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.cli import single_process_only  # noqa: E402
 
 ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), [])
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name} ({isa}), {os.cpu_count()} cores"
 
 
 def run_setting(threads: str, args) -> list[dict]:
@@ -80,8 +67,9 @@ def main():
             continue
         print(f"| {r['work']} | {r['threads']} | **{r['peer_s'] / r['ours_s']:.2f}x** | "
               f"{r['ours_s']:.3f} | {r['peer_s']:.3f} | {r['peer']} | {r['first_s']:.1f} |")
-    versions = rows[0]["versions"] if rows else {}
-    print(f"\n{cpu_model()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    from r1jax.eval.machine import describe
+
+    print(f"\n{describe(('jax', 'torch', 'transformers'))}")
     for r in rows:
         if "max_logit_diff" in r:
             same = ("" if "same_tokens" not in r else

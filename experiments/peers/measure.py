@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import importlib.util
 import json
 import statistics
@@ -161,16 +160,15 @@ def main():
         (f"Qwen2 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
          lambda: generation(qwen2_small(), shapes, args.repeats)),
     ]
-    versions = {name: importlib.metadata.version(name) for name in ("jax", "torch", "transformers")}
     rows = []
     for name, measure in work:
         print(f"measuring {name} ({args.threads} threads)", file=sys.stderr, flush=True)
         rows.append({"work": name, "threads": args.threads, "peer": "HF transformers",
-                     "versions": versions, **measure()})
+                     **measure()})
     if importlib.util.find_spec("tunix") is None:
         for name in ("Qwen2 small sampler", "GRPO step"):
             rows.append({"work": name, "threads": args.threads, "skipped": True,
-                         "peer": "Tunix (google-tunix not installed)", "versions": versions})
+                         "peer": "Tunix (google-tunix not installed)"})
     print(json.dumps(rows))
 
 
