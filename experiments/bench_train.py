@@ -79,7 +79,7 @@ def main():
     flops = train_flops_per_token(cfg, args.seq)
     mfu = flops * tokens_per_s / (peak * 1e12 * jax.device_count())
     device = jax.devices()[0].device_kind
-    print(f"| model | batch x seq | step (s) | tokens/s | model TFLOP/s | measured bf16 peak | MFU |")
+    print("| model | batch x seq | step (s) | tokens/s | model TFLOP/s | measured bf16 peak | MFU |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {args.size} bf16 | {args.batch}x{args.seq} | {secs:.3f} | {tokens_per_s:,.0f} | "
           f"{flops * tokens_per_s / 1e12:.1f} | {peak:.0f} TFLOP/s | {100 * mfu:.1f}% |")
