@@ -88,7 +88,8 @@ class Pipeline:
         if self._tok is None:
             source = next(s.name for s in self.stages if s.tokenizer is None)
             d = getattr(self.cfg, source).data
-            self._tok = rdata.Tokenizer(os.path.join(
+            # A given tokenizer (a checkpoint's) is shared as given; else the one `source` trained.
+            self._tok = rdata.load_tokenizer(d.tokenizer_path or os.path.join(
                 self.stage_dir(source), f"tokenizer_v{d.vocab_size}_s{d.seed}.model"))
         return self._tok
 
@@ -138,7 +139,7 @@ class Pipeline:
             return dataclasses.replace(cfg, train=train)
         data = cfg.data
         if s.tokenizer is not None:
-            data = dataclasses.replace(data, tokenizer_path=self.tok.model_path)
+            data = dataclasses.replace(data, tokenizer_path=self.tok.path)
         if s.data is not None:
             data = dataclasses.replace(data, task=self.output(s.data), mode="sft")
         if self.steps_of(s.name) != train.steps:
