@@ -7,9 +7,10 @@ and text (tests/data/test_hf_tokenizer.py compares the two on a thousand strings
   decoder, added tokens). Truncation and padding stored in it are switched off, as transformers'
   `encode` does when not asked to truncate or pad.
 - `tokenizer_config.json`: the named special tokens (`bos_token`, `eos_token`, ... as strings or
-  AddedToken dicts), `add_bos_token`/`add_eos_token` (when either is given, or tokenizer.json has
-  no post-processor, transformers rebuilds the post-processor from them: we do the same),
-  `clean_up_tokenization_spaces`, `split_special_tokens`, and `chat_template`.
+  AddedToken dicts), `clean_up_tokenization_spaces`, `split_special_tokens`, and
+  `chat_template`. Its `add_bos_token`/`add_eos_token` are ignored, as transformers ignores them
+  when a tokenizer.json exists: tokenizer.json's post-processor alone decides what
+  `encode(text, add_special_tokens=True)` adds (DeepSeek's adds bos, Qwen's nothing).
 - `special_tokens_map.json`: older checkpoints keep the special tokens there; as in transformers
   it is read only when tokenizer_config.json has no `added_tokens_decoder`, and it wins.
 - `chat_template.jinja`: the template, preferred to tokenizer_config.json's `chat_template`.
@@ -24,7 +25,6 @@ import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import tokenizers
-from tokenizers import processors
 
 from r1jax.data.chat_template import ChatTemplate, select_template
 from r1jax.data.text_tokenizer import TextTokenizer
@@ -106,9 +106,6 @@ class HFTokenizer(TextTokenizer):
         self.config, self.special_tokens = read_tokenizer_config(directory)
         self._add_missing_tokens()
         self._tokenizer.encode_special_tokens = bool(self.config.get("split_special_tokens", False))
-        if ("add_bos_token" in self.config or "add_eos_token" in self.config
-                or self._tokenizer.post_processor is None):
-            self._rebuild_post_processor()
 
         self.eos_id = self._special_id("eos_token", required=True)
         self.bos_id = self._special_id("bos_token")
@@ -138,18 +135,6 @@ class HFTokenizer(TextTokenizer):
                 self._tokenizer.add_special_tokens([token])
             else:
                 self._tokenizer.add_tokens([token])
-
-    def _rebuild_post_processor(self) -> None:
-        # transformers' TokenizersBackend.update_post_processor: bos/eos around each sequence.
-        bos, eos = self.special_tokens["bos_token"], self.special_tokens["eos_token"]
-        add_bos = bool(self.config.get("add_bos_token", False)) and bos is not None
-        add_eos = bool(self.config.get("add_eos_token", False)) and eos is not None
-        single = f"{(bos + ':0 ') if add_bos else ''}$A:0{(' ' + eos + ':0') if add_eos else ''}"
-        pair = f"{single}{(' ' + bos + ':1') if add_bos else ''} $B:1{(' ' + eos + ':1') if add_eos else ''}"
-        special = [(token, self._tokenizer.token_to_id(token))
-                   for token, added in ((bos, add_bos), (eos, add_eos)) if added]
-        self._tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair,
-                                                                       special_tokens=special)
 
     def _special_id(self, name: str, required: bool = False) -> int | None:
         text = self.special_tokens[name]
