@@ -106,6 +106,8 @@ class HFTokenizer(TextTokenizer):
         self.config, self.special_tokens = read_tokenizer_config(directory)
         self._add_missing_tokens()
         self._tokenizer.encode_special_tokens = bool(self.config.get("split_special_tokens", False))
+        # Kept, not recomputed: decoding checks every sampled id against it.
+        self._vocab_size = max(self._tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
         self.eos_id = self._special_id("eos_token", required=True)
         self.bos_id = self._special_id("bos_token")
@@ -123,13 +125,13 @@ class HFTokenizer(TextTokenizer):
         """Tokens of the configs that tokenizer.json lacks, added as transformers adds them."""
         present = set(self._tokenizer.get_vocab(with_added_tokens=True))
         missing = []
-        for index, entry in sorted(self.config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
+        for _, entry in sorted(self.config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
             if entry.get("content") not in present:
                 fields = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
                 missing.append(tokenizers.AddedToken(**{k: entry[k] for k in fields if k in entry}))
-        named = [text for text in self.special_tokens.values() if text is not None]
-        missing += [tokenizers.AddedToken(text, special=True) for text in dict.fromkeys(named)
-                    if text not in present and text not in {str(t.content) for t in missing}]
+        present |= {token.content for token in missing}
+        named = dict.fromkeys(text for text in self.special_tokens.values() if text is not None)
+        missing += [tokenizers.AddedToken(text, special=True) for text in named if text not in present]
         for token in missing:
             if token.special:
                 self._tokenizer.add_special_tokens([token])
@@ -152,7 +154,7 @@ class HFTokenizer(TextTokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return max(self._tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+        return self._vocab_size
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         """Ids of `text`; `add_special_tokens=True` adds what the post-processor adds (the bos of

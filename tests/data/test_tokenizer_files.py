@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import tokenizers
 
 from r1jax.data import HFTokenizer, Tokenizer, load_tokenizer
 from tests.data import tokenizer_builders as builders
@@ -57,6 +58,43 @@ def test_tokenizer_json_post_processor_decides_special_tokens(checkpoint, add_bo
     # tokenizer_config.json's add_bos_token / add_eos_token change nothing (transformers drops
     # them when tokenizer.json exists): the R1 post-processor adds bos, none adds nothing.
     assert (ids[0] == ours.bos_id, ids[-1] == ours.eos_id) == (keep_post_processor, False)
+
+
+def _decodes_like_transformers(directory, texts):
+    from transformers import AutoTokenizer
+
+    ours, ref = HFTokenizer(str(directory)), AutoTokenizer.from_pretrained(str(directory))
+    for text in texts:
+        ids = ref.encode(text)
+        assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=True), text
+    return ours
+
+
+@pytest.mark.parametrize("flags", [{"split_special_tokens": True}, {"clean_up_tokenization_spaces": True}])
+def test_config_flags_act_as_in_transformers(checkpoint, flags):
+    directory, edit = checkpoint
+    edit("tokenizer_config.json", lambda c: c.update(flags))
+    ours = _assert_like_transformers(directory)
+    _decodes_like_transformers(directory, [*STRINGS, "Hello , world . I 'm sure don 't"])
+    if "split_special_tokens" in flags:  # guard: the tag is spelled out, not one token
+        assert len(ours.encode(builders.R1_EOS)) > 1
+    else:  # transformers skips the cleanup for BPE: spaces stay
+        assert ours.decode(ours.encode("a , b")) == "a , b"
+
+
+def test_space_cleanup_applies_to_wordpiece(tmp_path):
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(STRINGS + ["Hello, world. I'm sure you don't."] * 5, trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[UNK]", "[SEP]"], show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="[SEP]", unk_token="[UNK]",
+                            clean_up_tokenization_spaces=True).save_pretrained(str(tmp_path))
+    ours = _decodes_like_transformers(tmp_path, [*STRINGS, "Hello, world. I'm sure you don't."])
+    assert ours.decode(ours.encode("Hello, world.")) == "hello, world."  # guard: " ," was joined
 
 
 def test_special_tokens_absent_from_the_vocabulary_are_added(checkpoint):
