@@ -168,3 +168,12 @@ def test_a_checkpoint_without_a_template_says_so(checkpoint):
     with pytest.raises(ValueError, match=r"ckpt has no chat template: neither chat_template\.jinja nor a "
                                          r"chat_template field in tokenizer_config\.json"):
         tok.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+def test_a_training_config_names_a_checkpoint_tokenizer(r1_dir, tmp_path):
+    from r1jax.train.experiment import DataConfig
+    from r1jax.train.supervised import shared_tokenizer
+
+    tok = shared_tokenizer(str(tmp_path), DataConfig(tokenizer_path=str(r1_dir)))
+    assert isinstance(tok, HFTokenizer) and tok.path == str(r1_dir)
+    assert not list(tmp_path.iterdir())  # nothing trained in the workdir
