@@ -108,9 +108,10 @@ class ChatTemplate:
         try:
             return self._template.render(messages=list(messages), tools=tools, documents=documents,
                                          add_generation_prompt=add_generation_prompt, **variables)
-        except jinja2.exceptions.TemplateError as e:
+        except Exception as e:  # raise_exception, the sandbox, or Python errors inside the template
+            kind = "" if isinstance(e, jinja2.exceptions.TemplateError) else f"{type(e).__name__}: "
             raise ChatTemplateError(f"chat template from {self.origin} failed to render "
-                                    f"{len(messages)} messages: {e}") from e
+                                    f"{len(messages)} messages: {kind}{e}") from e
 
 
 def select_template(templates: str | Sequence[Mapping[str, str]] | Mapping[str, str], origin: str) -> str:

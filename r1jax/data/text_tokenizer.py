@@ -11,7 +11,8 @@ The contract the callers rely on:
 - `decode(ids)` drops special tokens (pad, bos, eos, and for checkpoints every token marked
   special), so a completion's text is what the verifier and the rewards read.
 - `bos_id`, `unk_id` may be None: byte-level BPE checkpoints (Qwen2.5) have no bos and cannot
-  produce an unknown token. `eos_id` is always set: sampling stops on it.
+  produce an unknown token. `eos_id` is always set: sampling stops on it. `pad_id` is always set
+  (eos for checkpoints that name no pad token): masks, not the id, say where padding is.
 - `vocab_size` is one past the largest id the tokenizer can produce (added tokens included); a
   model's embedding table may be larger.
 """

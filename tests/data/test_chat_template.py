@@ -76,6 +76,12 @@ def test_raise_exception_names_the_template():
         template.render(MESSAGES + MESSAGES[:2])
 
 
+def test_python_errors_inside_a_template_name_it():
+    template = ChatTemplate("{{ messages[0].content + 1 }}", origin="ckpt/chat_template.jinja")
+    with pytest.raises(ChatTemplateError, match=r"ckpt/chat_template\.jinja failed to render 1 messages: TypeError"):
+        template.render(MESSAGES[:1])
+
+
 def test_sandbox_refuses_python_internals():
     template = ChatTemplate("{{ messages.__class__.__mro__ }}", origin="evil.jinja")
     with pytest.raises(ChatTemplateError, match="evil.jinja failed to render"):
