@@ -13,6 +13,8 @@ setup(
         "orbax-checkpoint>=0.12",
         "grain>=0.2.18",
         "sentencepiece>=0.2.2",
+        "tokenizers>=0.23",  # Hugging Face tokenizer.json
+        "jinja2>=3.1",  # checkpoints' chat templates
         "numpy>=2.0",
         "ml-collections>=1.0",  # config files and --config.x flags
         "safetensors>=0.7",  # Hugging Face checkpoints

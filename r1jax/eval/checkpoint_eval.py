@@ -19,9 +19,6 @@ from r1jax.eval.report import write_report
 from r1jax.interop import hf
 from r1jax.sharding import MeshConfig, make_mesh
 
-SENTENCEPIECE_FILE = "tokenizer.model"
-
-
 @dataclasses.dataclass(frozen=True)
 class CheckpointEvalConfig:
     """What `experiments/evaluate.py` runs; every field can be set with --config.<path>=value."""
@@ -37,20 +34,12 @@ class CheckpointEvalConfig:
                              f"{self.eval.k}] (draw more samples with --k); bad: {bad}")
 
 
-def load_tokenizer(directory: str):
-    """The tokenizer saved beside a checkpoint."""
-    spm_model = os.path.join(directory, SENTENCEPIECE_FILE)
-    if os.path.exists(spm_model):
-        return rdata.Tokenizer(spm_model)
-    raise FileNotFoundError(f"no tokenizer in {directory}: expected {SENTENCEPIECE_FILE}")
-
-
 def load_model(directory: str):
     """(model config, params, tokenizer) of a checkpoint directory."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     model_cfg, params = hf.load_checkpoint(directory)
-    return model_cfg, params, load_tokenizer(directory)
+    return model_cfg, params, rdata.load_tokenizer(directory)
 
 
 def problems_of(data: str, cfg: EvalConfig) -> tuple[list[dict], str]:

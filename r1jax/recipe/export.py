@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 
+from r1jax.data.hf_tokenizer import TOKENIZER_FILE
+from r1jax.data.tokenizer_files import SENTENCEPIECE_FILE
 from r1jax.interop import hf
 from r1jax.recipe import stages as table
 from r1jax.recipe.config import PipelineConfig
@@ -20,9 +22,9 @@ from r1jax.train.checkpoint import latest_step, load_params
 from r1jax.train.experiment import to_dict
 from r1jax.train.workdir import check_resume
 
-# The embedded sentencepiece model's name in an exported directory (r1jax.data.load_tokenizer
-# reads it when there is no tokenizer.json).
-SENTENCEPIECE_FILE = "tokenizer.model"
+# What a checkpoint's tokenizer is made of (the files transformers' save_pretrained writes).
+TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "generation_config.json")
 
 
 def stage_model(cfg: PipelineConfig, name: str, stages=table.STAGES):
@@ -35,10 +37,24 @@ def stage_model(cfg: PipelineConfig, name: str, stages=table.STAGES):
 
 
 def tokenizer_file(cfg: PipelineConfig, workdir: str, stages=table.STAGES) -> str:
-    """The sentencepiece model every stage shares, trained by the stage whose record has none."""
+    """The tokenizer every stage shares: the one the first stage is given (a checkpoint's), else
+    the sentencepiece model that stage trained."""
     source = next(s.name for s in stages if s.tokenizer is None)
     d = getattr(cfg, source).data
-    return os.path.join(workdir, source, f"tokenizer_v{d.vocab_size}_s{d.seed}.model")
+    return d.tokenizer_path or os.path.join(workdir, source,
+                                            f"tokenizer_v{d.vocab_size}_s{d.seed}.model")
+
+
+def copy_tokenizer(source: str, out_dir: str) -> None:
+    """The tokenizer at `source` into `out_dir`: a checkpoint's tokenizer files as they are, the
+    embedded sentencepiece model as tokenizer.model."""
+    directory = os.path.dirname(source) if os.path.basename(source) == TOKENIZER_FILE else source
+    if not os.path.isdir(directory):
+        shutil.copyfile(source, os.path.join(out_dir, SENTENCEPIECE_FILE))
+        return
+    for name in TOKENIZER_FILES:
+        if os.path.exists(os.path.join(directory, name)):
+            shutil.copyfile(os.path.join(directory, name), os.path.join(out_dir, name))
 
 
 def export_stage(cfg: PipelineConfig, workdir: str, name: str, out_dir: str, *,
@@ -54,13 +70,13 @@ def export_stage(cfg: PipelineConfig, workdir: str, name: str, out_dir: str, *,
         raise FileNotFoundError(f"stage {name!r} has no checkpoint in {checkpoints}: run it first "
                                 f"(experiments/r1_pipeline.py --stages {name})")
     check_resume(stage_dir, {"model": to_dict(model_cfg)}, pinned=("model",))
-    spm_model = tokenizer_file(cfg, workdir)
-    if not os.path.exists(spm_model):
-        raise FileNotFoundError(f"the pipeline's tokenizer {spm_model} is missing")
+    tok_source = tokenizer_file(cfg, workdir)
+    if not os.path.exists(tok_source):
+        raise FileNotFoundError(f"the pipeline's tokenizer {tok_source} is missing")
     params = load_params(model_cfg, checkpoints)
     os.makedirs(out_dir, exist_ok=True)
     hf.save_checkpoint(model_cfg, params, out_dir, dtype=dtype)
-    shutil.copyfile(spm_model, os.path.join(out_dir, SENTENCEPIECE_FILE))
+    copy_tokenizer(tok_source, out_dir)
     with open(os.path.join(out_dir, "r1jax_stage.json"), "w") as f:
         json.dump({"pipeline": cfg.name, "stage": name, "workdir": os.path.abspath(workdir),
                    "step": latest_step(checkpoints)}, f, indent=2)

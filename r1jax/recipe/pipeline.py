@@ -82,7 +82,7 @@ class Pipeline:
     def tok(self):
         """The tokenizer every stage shares, trained by the stage whose record has none."""
         if self._tok is None:
-            self._tok = rdata.Tokenizer(tokenizer_file(self.cfg, self.workdir, self.stages))
+            self._tok = rdata.load_tokenizer(tokenizer_file(self.cfg, self.workdir, self.stages))
         return self._tok
 
     # ------------------------------------------------------------------ bookkeeping
@@ -131,7 +131,7 @@ class Pipeline:
             return dataclasses.replace(cfg, train=train)
         data = cfg.data
         if s.tokenizer is not None:
-            data = dataclasses.replace(data, tokenizer_path=self.tok.model_path)
+            data = dataclasses.replace(data, tokenizer_path=self.tok.path)
         if s.data is not None:
             data = dataclasses.replace(data, task=self.output(s.data), mode="sft")
         if self.steps_of(s.name) != train.steps:

@@ -27,7 +27,8 @@ class DataConfig:
     seq_len: int = 128
     batch_size: int = 16  # global, over all processes
     vocab_size: int = 512  # requested sentencepiece vocab (trained on the embedded corpus)
-    tokenizer_path: str = ""  # a given .model; empty = train/cache one in the workdir
+    # A checkpoint directory (tokenizer.json) or a .model file; empty = train/cache one in the workdir.
+    tokenizer_path: str = ""
     seed: int = 0
     corpus_tasks: tuple = ("arithmetic", "countdown")  # tasks in the pretraining corpus
     noise_rate: float = 0.3  # corpus solutions with a planted slip (so RL has something to fix)

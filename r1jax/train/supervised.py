@@ -88,9 +88,10 @@ class DataBatches(loop.BatchSource):
 
 
 def shared_tokenizer(workdir: str, data: DataConfig):
-    """`data.tokenizer_path`, or the tokenizer cached in workdir, trained there by process 0."""
+    """`data.tokenizer_path` (a checkpoint directory or a .model file), or the tokenizer cached in
+    workdir, trained there by process 0."""
     if data.tokenizer_path:
-        return rdata.Tokenizer(data.tokenizer_path)
+        return rdata.load_tokenizer(data.tokenizer_path)
     on_main("tokenizer", lambda: rdata.load_or_train_tokenizer(workdir, vocab_size=data.vocab_size,
                                                               seed=data.seed))
     return rdata.load_or_train_tokenizer(workdir, vocab_size=data.vocab_size, seed=data.seed)
