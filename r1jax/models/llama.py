@@ -41,7 +41,8 @@ class LlamaConfig(DenseConfig):
 
 def tiny(**kw) -> LlamaConfig:
     """Runs in seconds on CPU; vocab 512 shares the project tokenizer. GQA 4 heads / 2 kv heads,
-    the shapes of qwen2.tiny, with Llama 3 RoPE scaling past a 128-token original context."""
+    the shapes of qwen2.tiny, with Llama 3 RoPE scaling (factor 2 over a 128-token original
+    context: the long wavelengths stretched, the short ones kept)."""
     base = LlamaConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                        head_dim=16, intermediate_size=128, rope_theta=10000.0,
                        max_position_embeddings=256, tie_word_embeddings=False,

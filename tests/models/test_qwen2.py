@@ -32,6 +32,10 @@ VARIANTS = {
     "mqa_4q_1kv+tied+theta_1e6": dict(num_key_value_heads=1, tie_word_embeddings=True,
                                       rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
     "head_dim_16_not_hidden_over_heads": dict(head_dim=16),
+    # transformers applies Llama 3 RoPE scaling to Qwen2 too; 24 tokens run past 8 positions.
+    "llama3_rope_scaling": dict(rope_parameters={
+        "rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8}),
 }
 
 
