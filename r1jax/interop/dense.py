@@ -1,8 +1,8 @@
 """Load and save Hugging Face checkpoints of the dense decoders (Qwen2, Llama 3.x).
 
 Both store the same tensors under the same names (q/k/v biases only in Qwen2); qwen2.py and
-llama.py call these functions with their config.json module (qwen2_config.py, llama_config.py:
-NAME, from_hf_config, to_hf_config). Reading, layouts and writing are checkpoint_io.py. HF stores
+llama.py are these functions bound to their config.json module (qwen2_config.py,
+llama_config.py: NAME, from_hf_config, to_hf_config). Reading, layouts and writing are checkpoint_io.py. HF stores
 biases flat (H * Dh,), ours are (H, Dh).
 """
 
@@ -46,7 +46,7 @@ def _block_table(cfg: DenseConfig) -> list:
     return _BLOCK_TABLE + (_QKV_BIAS_TABLE if cfg.qkv_bias else [])
 
 
-def load_checkpoint(path: str, hf_config: dict, config_format: types.ModuleType, *,
+def load_checkpoint(path: str, hf_config: dict, *, config_format: types.ModuleType,
                     keep_fp8: bool = False, **config_overrides) -> tuple[DenseConfig, dict]:
     """(cfg, params) from the checkpoint directory `path` whose config.json is `hf_config`, read
     by `config_format`; params cast to cfg.param_dtype."""
@@ -84,8 +84,8 @@ def params_to_hf(cfg: DenseConfig, params: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def save_checkpoint(cfg: DenseConfig, params: dict, path: str, config_format: types.ModuleType,
-                    *, dtype: str = "float32", fp8: bool = False,
+def save_checkpoint(cfg: DenseConfig, params: dict, path: str, *, config_format: types.ModuleType,
+                    dtype: str = "float32", fp8: bool = False,
                     max_shard_bytes: int = 4 << 30) -> None:
     """Write config.json (`config_format.to_hf_config`) + safetensors that `transformers` loads."""
     if fp8:

@@ -7,20 +7,10 @@ config.json mapping, Llama 3.1's RoPE scaling included, is llama_config.py.
 
 from __future__ import annotations
 
+import functools
+
 from r1jax.interop import dense, llama_config
-from r1jax.interop.dense import params_to_hf  # noqa: F401  (same tensors as every dense decoder)
-from r1jax.models.llama import LlamaConfig
 
-
-def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
-                    **config_overrides) -> tuple[LlamaConfig, dict]:
-    """(cfg, params) from the Llama checkpoint directory `path` whose config.json is `hf_config`,
-    cast to cfg.param_dtype."""
-    return dense.load_checkpoint(path, hf_config, llama_config, keep_fp8=keep_fp8,
-                                 **config_overrides)
-
-
-def save_checkpoint(cfg: LlamaConfig, params: dict, path: str, **options) -> None:
-    """Write config.json + safetensors that `transformers` LlamaForCausalLM loads (options:
-    dtype, fp8, max_shard_bytes of `dense.save_checkpoint`)."""
-    dense.save_checkpoint(cfg, params, path, llama_config, **options)
+load_checkpoint = functools.partial(dense.load_checkpoint, config_format=llama_config)
+save_checkpoint = functools.partial(dense.save_checkpoint, config_format=llama_config)
+params_to_hf = dense.params_to_hf

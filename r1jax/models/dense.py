@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from r1jax.models.deepseek_v3 import attention_mask_for
+from r1jax.models.deepseek_v3 import attention_mask_for, output_logits
 from r1jax.nn.linear import project, project_in
 from r1jax.nn.mla import masked_softmax
 from r1jax.nn.mlp import SwiGLU
@@ -160,12 +160,8 @@ class DenseDecoder(nnx.Module):
             self.lm_head = normal_param(rngs, (d, cfg.vocab_size), ("embed", "vocab"), cfg.init_std, pd)
 
     def head(self, h: jax.Array) -> jax.Array:
-        # The output head stays out of low precision: logits in float32.
-        if self.cfg.tie_word_embeddings:
-            return jnp.einsum("btd,vd->btv", h, self.embed[...].astype(h.dtype),
-                              preferred_element_type=jnp.float32)
-        return jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(h.dtype),
-                          preferred_element_type=jnp.float32)
+        lm_head = None if self.cfg.tie_word_embeddings else self.lm_head[...]
+        return output_logits(h, self.embed[...], lm_head)  # (B, T, V) float32
 
     def __call__(self, tokens, positions=None, attention_mask=None, segment_ids=None, cache=None):
         cfg = self.cfg
