@@ -64,6 +64,8 @@ class DenseConfig:
     rope_scaling: Llama3RopeScaling | None = None  # None: unscaled RoPE
 
     def __post_init__(self):
+        if type(self) is DenseConfig:  # the functional API and checkpoints dispatch on the family
+            raise TypeError("DenseConfig is the shared base; build a Qwen2Config or a LlamaConfig")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be divisible by "
                              f"num_kv_heads={self.num_kv_heads} (grouped-query attention)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from r1jax.models.dense import (  # noqa: F401  (the Qwen2 names of the shared decoder)
+from r1jax.models.dense import (  # the Qwen2 names of the shared decoder
+    ACTIVATION_AXES,
     Block,
     DenseConfig,
     DenseDecoder,
@@ -28,6 +29,11 @@ from r1jax.models.dense import (  # noqa: F401  (the Qwen2 names of the shared d
 )
 
 Qwen2 = DenseDecoder  # the NNX module, as it was first named
+
+__all__ = ["ACTIVATION_AXES", "SIZES", "Block", "GQAttention", "Qwen2", "Qwen2Config",
+           "abstract_params", "bind", "count_params", "forward", "get_qwen2_config", "init",
+           "init_cache", "mtp_depth", "param_axes", "param_roles", "qwen2_5_1_5b", "qwen2_5_7b",
+           "tiny", "train_flops_per_token", "update_routing_biases"]
 
 
 @dataclasses.dataclass(frozen=True)

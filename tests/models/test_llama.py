@@ -176,6 +176,16 @@ def test_greedy_sampler_matches_transformers_generate(saved_models):
     assert (greedy(cfg.replace(rope_scaling=None)) != ref).any(), "the RoPE scaling must matter"
 
 
+def test_the_shared_base_config_is_not_a_model():
+    from r1jax.models.dense import DenseConfig
+
+    fields = {f: getattr(llama.tiny(), f) for f in ("vocab_size", "hidden_size", "num_layers",
+              "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "rope_theta",
+              "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings")}
+    with pytest.raises(TypeError, match="build a Qwen2Config or a LlamaConfig"):
+        DenseConfig(**fields)
+
+
 def test_functional_api_roles_and_axes():
     cfg = llama.tiny()
     roles = models.param_roles(cfg)
