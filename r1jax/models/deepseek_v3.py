@@ -67,6 +67,14 @@ class MTPModule(nnx.Module):
         self.head_norm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
 
 
+def output_logits(h: jax.Array, embed: jax.Array, lm_head: jax.Array | None) -> jax.Array:
+    """Logits (B, T, V) float32 of h (B, T, D) through lm_head (D, V), or, tied (lm_head None),
+    through the embedding (V, D). The output head stays out of low precision."""
+    if lm_head is None:
+        return jnp.einsum("btd,vd->btv", h, embed.astype(h.dtype), preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", h, lm_head.astype(h.dtype), preferred_element_type=jnp.float32)
+
+
 def attention_mask_for(tokens_mask, segment_ids, cache_valid, cache_index, t):
     """Boolean (B, T, S) visibility: causal by slot index, valid keys, same packed segment."""
     if cache_valid is None:  # S = T
@@ -94,12 +102,8 @@ class DeepseekV3(nnx.Module):
         self.mtp = nnx.List([MTPModule(cfg, rngs=rngs) for _ in range(cfg.num_mtp_modules)])
 
     def head(self, h: jax.Array) -> jax.Array:
-        # The output head stays out of low precision: logits in float32.
-        if self.cfg.tie_word_embeddings:
-            return jnp.einsum("btd,vd->btv", h, self.embed[...].astype(h.dtype),
-                              preferred_element_type=jnp.float32)
-        return jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(h.dtype),
-                          preferred_element_type=jnp.float32)
+        lm_head = None if self.cfg.tie_word_embeddings else self.lm_head[...]
+        return output_logits(h, self.embed[...], lm_head)  # (B, T, V) float32
 
     def __call__(self, tokens, positions=None, attention_mask=None, segment_ids=None, cache=None,
                  with_mtp=True):

@@ -20,7 +20,7 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "embed": "fsdp",  # ZeRO-3 style: weights sharded along the model dim over fsdp
     "vocab": "tensor",
     "heads": "tensor",
-    "kv_heads": "tensor",  # GQA key/value heads (Qwen2); replicated where tensor does not divide them
+    "kv_heads": "tensor",  # GQA key/value heads (Qwen2, Llama); replicated where tensor does not divide them
     "mlp": "tensor",
     "q_lora": None,
     "kv_lora": None,

@@ -70,6 +70,24 @@ def test_every_stage_has_a_config_of_its_kind():
         pipeline.Pipeline(wrong, "/nonexistent-never-written")
 
 
+def test_the_recipe_picks_the_student_architecture(tmp_path):
+    """`:llama` swaps every student stage to the tiny Llama (default: Qwen2, teacher unchanged),
+    and the Llama student's pretraining stage runs on the loop."""
+    from r1jax.models.llama import LlamaConfig
+    from r1jax.train.supervised import run
+
+    path = os.path.join(ROOT, "configs", "r1_pipeline_tiny.py")
+    default, with_llama = load_config(path), load_config(f"{path}:llama")
+    assert type(default.student_base.model) is qwen2.Qwen2Config
+    assert type(with_llama.student_base.model) is LlamaConfig
+    assert with_llama.student_base.model.vocab_size == default.student_base.model.vocab_size
+    assert with_llama.base == default.base
+    smoke = load_config(f"{path}:llama,runlocal")
+    assert type(smoke.student_base.model) is LlamaConfig and smoke.student_base.model.num_layers == 1
+    history = run(smoke.student_base, str(tmp_path))
+    assert [h["step"] for h in history] == [1, 2] and np.isfinite(history[-1]["loss"])
+
+
 def test_distillation_steps_match_the_student_rl_flops():
     student = qwen2.tiny(vocab_size=512)
     rl = RLConfig(prompts_per_step=8, max_prompt_len=48, max_new_tokens=48,
