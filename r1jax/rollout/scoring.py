@@ -143,15 +143,22 @@ def _warn_once(task: str, error: Exception, count: int, total: int, completion) 
         f"Later {type(error).__name__}s of {task!r} are counted without a warning.", stacklevel=3)
 
 
-class JudgeTimeout(TimeoutError):
-    """Judging one completion took longer than its time limit."""
+class JudgeTimeout(BaseException):
+    """Judging one completion took longer than its time limit.
+
+    A BaseException (as math-verify's own TimeoutException) so that the `except Exception`
+    blocks inside verifier libraries (math-verify, sympy) cannot swallow it and go on judging
+    with no limit left; `score` catches it by name. It is the only alarm in a judgement: verifiers
+    must not arm their own SIGALRM (math-verify's is turned off, r1jax/data/tasks/math_answers.py),
+    since `signal.alarm` would replace this timer and cancel it on the way out."""
 
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise JudgeTimeout in the body after `seconds` (SIGALRM; main thread only, elsewhere the
     verifiers' size bounds are the only bound). Python code is interrupted between bytecodes, so
-    this bounds verifiers written in Python; the size bounds keep each C operation short."""
+    this bounds verifiers written in Python; the size bounds keep each C operation short. Catch
+    JudgeTimeout explicitly: it is not an Exception (see there)."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -188,7 +195,8 @@ def score(completions: Sequence[str], examples: Sequence[dict],
         try:
             with time_limit(time_limit_s):
                 verdicts.append(_judge(completion, example, task, weights, script))
-        except Exception as error:  # noqa: BLE001 - one sample's fault must not end the batch
+        # One sample's fault must not end the batch; JudgeTimeout is not an Exception.
+        except (Exception, JudgeTimeout) as error:  # noqa: BLE001
             verdicts.append(unjudged)
             errors[i] = True
             first_errors.setdefault((task.name, type(error)), (error, completion, []))[2].append(i)
