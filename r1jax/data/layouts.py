@@ -51,7 +51,9 @@ class FieldMap:
     answer_field: str = ""
     solution_field: str = ""
 
-    def __post_init__(self):
+    def check(self) -> None:
+        """Raises unless the map names the prompt and where the reference is. Checked when a
+        file is read, not when the map is built: flags set one field at a time."""
         if self.mapped and not self.prompt_field:
             raise ValueError(f"{self}: answer_field/solution_field need prompt_field too (the "
                              "field that holds the problem)")
@@ -71,6 +73,7 @@ def recognise_layout(fields, source: str, field_map: FieldMap = FieldMap()) -> s
     """The layout of a data set whose (first) row has `fields`; `source` is named in errors."""
     fields = set(fields)
     if field_map.mapped:
+        field_map.check()
         missing = [f for f in field_map.needed() if f not in fields]
         if missing:
             raise ValueError(f"{source}: the mapped fields {missing} are not in the data "

@@ -217,3 +217,15 @@ def is_data_path(spec: str) -> bool:
     """Whether a `task` setting names data on disk (a file or a saved data set) rather than a
     generated task."""
     return spec.endswith((".jsonl", ".parquet")) or os.path.isdir(spec)
+
+
+def examples_of(task: str, *, seed: int, split: str = tasks.TRAIN,
+                fields: layouts.FieldMap = layouts.FieldMap(), **task_kwargs) -> grain.MapDataset:
+    """The examples a `task` setting names: data on disk (`fields` maps its layout; the file is
+    its own split, so `seed` and `split` do not apply) or a generated task's stream."""
+    if is_data_path(task):
+        return file_dataset([task], fields)
+    if fields.mapped:
+        raise ValueError(f"fields={fields} map the fields of a data file, but task={task!r} is a "
+                         "generated task; give the file's path as the task")
+    return task_dataset(task, seed=seed, split=split, **task_kwargs)

@@ -105,7 +105,7 @@ def test_an_example_without_a_reference_is_a_data_error():
 
 
 def test_the_math_task_is_not_generated():
-    with pytest.raises(ValueError, match="task='math' is not generated: its examples come from a data"):
+    with pytest.raises(ValueError, match="task='math' is not generated: its examples come from"):
         tasks.generate("math", 0, 0)
 
 

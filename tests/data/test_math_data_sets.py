@@ -19,7 +19,8 @@ GSM8K_ROWS = [
 ]
 GSM8K_RECORDS = [
     {"task": "math", "prompt": GSM8K_ROWS[0]["question"], "answer": "72",
-     "reasoning": "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether."},
+     "reasoning": "Natalia sold 48/2 = 24 clips in May.\n"
+                  "Natalia sold 48+24 = 72 clips altogether."},
     {"task": "math", "prompt": GSM8K_ROWS[1]["question"], "answer": "2,500",
      "reasoning": "2 * 1250 = 2500"},
 ]
@@ -150,16 +151,18 @@ def test_an_unknown_layout_lists_the_fields_and_the_flags(tmp_path, file_format)
 def test_mapped_fields_that_are_absent_are_named(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", CUSTOM_ROWS)
     fields = layouts.FieldMap(prompt_field="instruction", answer_field="result")
-    with pytest.raises(ValueError, match=r"c.jsonl: the mapped fields \['result'\] are not in the "
-                                         r"data \(fields found: \['final', 'instruction', 'worked'\]\)"):
+    with pytest.raises(ValueError, match=r"c.jsonl: the mapped fields \['result'\] are not in "
+                                         r"the data \(fields found: \['final', 'instruction', "
+                                         r"'worked'\]\)"):
         sources.file_dataset(path, fields)
 
 
-def test_a_field_map_must_name_the_prompt_and_a_reference():
+def test_a_field_map_must_name_the_prompt_and_a_reference(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", CUSTOM_ROWS)
     with pytest.raises(ValueError, match="need prompt_field too"):
-        layouts.FieldMap(answer_field="final")
+        sources.file_dataset(path, layouts.FieldMap(answer_field="final"))
     with pytest.raises(ValueError, match="needs answer_field or solution_field"):
-        layouts.FieldMap(prompt_field="instruction")
+        sources.file_dataset(path, layouts.FieldMap(prompt_field="instruction"))
 
 
 @pytest.mark.parametrize("rows, reason", [

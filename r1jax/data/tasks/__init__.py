@@ -3,8 +3,8 @@
 Each example is a dict with `task`, `prompt`, `reasoning`, `answer` (strings) and `noisy` (the
 trace was corrupted on purpose), plus task fields: `op`, `a`, `b` for arithmetic; `numbers`,
 `target` for countdown; `math` examples come from users' files (r1jax/data/layouts.py) and carry
-`task`, `prompt`, `answer` and optionally `reasoning`. The same dict serves pretraining (the full worked text), SFT (prompt ->
-completion) and RL (prompt + the fields the verifier needs).
+`task`, `prompt`, `answer` and optionally `reasoning`. The same dict serves pretraining (the full
+worked text), SFT (prompt -> completion) and RL (prompt + the fields the verifier needs).
 
 A task owns how its completions are judged: `verify(completion, example) -> bool` (correct or
 not: pass@1, cons@k, the rejection filter) and `reward(completion, example) -> float` (its

@@ -46,8 +46,8 @@ def math_verify():
     try:
         import math_verify as library
     except ImportError:
-        raise ImportError("the math task needs math-verify: pip install "
-                          "'math-verify[antlr4_13_2]==0.9.0' (pinned in requirements.txt)") from None
+        raise ImportError("the math task needs math-verify: pip install 'math-verify"
+                          "[antlr4_13_2]==0.9.0' (pinned in requirements.txt)") from None
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).addFilter(_DropDisabledTimeoutNotice())
     library.verify(library.parse("$\\frac{1}{2}$", parsing_timeout=None),
