@@ -221,11 +221,12 @@ def is_data_path(spec: str) -> bool:
 
 def examples_of(task: str, *, seed: int, split: str = tasks.TRAIN,
                 fields: layouts.FieldMap = layouts.FieldMap(), **task_kwargs) -> grain.MapDataset:
-    """The examples a `task` setting names: data on disk (`fields` maps its layout; the file is
-    its own split, so `seed` and `split` do not apply) or a generated task's stream."""
-    if is_data_path(task):
+    """The examples a `task` setting names: a generated task's stream, or data on disk (`fields`
+    maps its layout; the file is its own split, so `seed` and `split` do not apply). A task's
+    name wins over a directory of that name (write `./math` for the directory)."""
+    if task not in tasks.TASKS and is_data_path(task):
         return file_dataset([task], fields)
     if fields.mapped:
-        raise ValueError(f"fields={fields} map the fields of a data file, but task={task!r} is a "
-                         "generated task; give the file's path as the task")
+        raise ValueError(f"fields={fields} map the fields of a data file, but task={task!r} is "
+                         "not one; give the file's path as the task")
     return task_dataset(task, seed=seed, split=split, **task_kwargs)

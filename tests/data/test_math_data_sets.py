@@ -211,3 +211,15 @@ def test_records_feed_sft_and_are_judged_by_score_in_grpo_batches(tmp_path, toke
     got = scoring.score(completions, judged, (("accuracy", 1.0),))
     assert got.correct.tolist() == [True, False, True, False]
     assert not got.errors.any()
+
+
+def test_a_task_setting_names_a_generated_task_or_data_on_disk(tmp_path, monkeypatch):
+    path = write_saved_dataset(tmp_path / "math", MATH_ROWS)
+    assert len(sources.examples_of(path, seed=0)) == 2
+    assert sources.examples_of("arithmetic", seed=0)[0]["task"] == "arithmetic"
+    monkeypatch.chdir(tmp_path)  # a directory named like a task does not shadow it
+    with pytest.raises(ValueError, match="task='math' is not generated"):
+        sources.examples_of("math", seed=0)
+    assert len(sources.examples_of("./math", seed=0)) == 2
+    with pytest.raises(ValueError, match="map the fields of a data file, but task='arithmetic'"):
+        sources.examples_of("arithmetic", seed=0, fields=CUSTOM_FIELDS)
