@@ -1,8 +1,8 @@
 """A user's math data set on disk reaches every path that trains on or judges examples: SFT
 batches (`data.task` = the file, its fields mapped by config flags), the GRPO batch source
-(`RLConfig.task` = a save_to_disk directory) and evaluation. Each group of two samples holds an
-answer equivalent to the reference in another notation and a wrong one; math-verify tells them
-apart where an exact string comparison would reject both."""
+(`RLConfig.task` = a save_to_disk directory) and evaluation (`EvalConfig.task` = the same).
+Each group of two samples holds an answer equivalent to the reference in another notation and
+a wrong one; math-verify tells them apart where an exact string comparison would reject both."""
 
 import json
 import types
@@ -13,7 +13,7 @@ import pytest
 
 from r1jax import config, models
 from r1jax.data import chat, file_dataset
-from r1jax.eval.evaluate import EvalConfig, evaluate
+from r1jax.eval.evaluate import EvalConfig, evaluate, heldout_set
 from r1jax.rl.grpo_stage import RLConfig, RolloutBatches
 from r1jax.rl.grpo_step import GRPOConfig
 from r1jax.sharding import MeshConfig, make_mesh
@@ -63,11 +63,15 @@ def test_grpo_rewards_equivalent_answers(tokenizer, saved_gsm8k, monkeypatch):
     assert (advantages[:, 0] > 0).all() and (advantages[:, 1] < 0).all()
 
 
-def test_evaluation_judges_file_problems(tokenizer, saved_gsm8k, monkeypatch):
-    cfg = EvalConfig(num_problems=2, k=2, prompts_per_batch=2, max_prompt_len=PROMPT_LEN)
-    problems = list(file_dataset(saved_gsm8k))
+def test_evaluation_judges_a_test_set_on_disk(tokenizer, saved_gsm8k, monkeypatch):
+    cfg = EvalConfig(task=saved_gsm8k, num_problems=2, k=2, prompts_per_batch=2,
+                     max_prompt_len=PROMPT_LEN)
+    problems = heldout_set(cfg)
+    assert problems == list(file_dataset(saved_gsm8k))
     scripted.install(monkeypatch, tokenizer, equivalent_then_wrong)
     assert evaluate(None, None, tokenizer, problems, cfg)["pass@1"] == 50.0
+    with pytest.raises(ValueError, match="eval.num_problems=3 but .*train has 2 problems"):
+        heldout_set(EvalConfig(task=saved_gsm8k, num_problems=3))
 
 
 def test_sft_reads_a_mapped_file_through_config_flags(tokenizer, tmp_path):
@@ -82,7 +86,8 @@ def test_sft_reads_a_mapped_file_through_config_flags(tokenizer, tmp_path):
     batch = next(iter(supervised.build_dataset(cfg, tokenizer)))
     completions = {tokenizer.decode(batch["targets"][r][batch["loss_mask"][r]]) for r in range(2)}
     assert completions == {
-        tokenizer.decode(tokenizer.encode(chat.format_completion("Tom has 3 + 4 = 7 apples.", "7"))),
+        tokenizer.decode(tokenizer.encode(
+            chat.format_completion("Tom has 3 + 4 = 7 apples.", "7"))),
         tokenizer.decode(tokenizer.encode(
             chat.format_completion("5 pens cost 5 * 2 = 10 dollars.", "10")))}
     unmapped = apply_overrides(base, [f"--config.data.task={path}", "--config.data.mode=sft"])
