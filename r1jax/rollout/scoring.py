@@ -158,7 +158,13 @@ def time_limit(seconds: float):
     """Raise JudgeTimeout in the body after `seconds` (SIGALRM; main thread only, elsewhere the
     verifiers' size bounds are the only bound). Python code is interrupted between bytecodes, so
     this bounds verifiers written in Python; the size bounds keep each C operation short. Catch
-    JudgeTimeout explicitly: it is not an Exception (see there)."""
+    JudgeTimeout explicitly: it is not an Exception (see there).
+
+    After `seconds` the alarm repeats every REPEAT_S until the body has ended: a handler that
+    runs inside a garbage-collector callback or a `__del__` (sympy makes much garbage, and jax
+    registers gc callbacks) has its exception printed and dropped by Python, and one alarm alone
+    would then leave the verifier running with no limit.
+    """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -167,12 +173,17 @@ def time_limit(seconds: float):
         raise JudgeTimeout(f"judging one completion took more than {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT_S)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:  # an alarm due before the timer stops raises here: the handler is restored anyway
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+
+REPEAT_S = 0.05  # how soon an expired alarm fires again when its exception was dropped
 
 
 # A verifier that takes longer on one completion scores it 0 (counted in Scores.errors).

@@ -118,6 +118,7 @@ def test_an_answer_longer_than_the_cap_is_not_parsed():
 def test_a_power_tower_read_left_to_right_scores_zero_at_once():
     """LaTeX groups `9^9^9^9` as ((9^9)^9)^9 = 9^729 (and `**` is not LaTeX): no stall, just
     a wrong answer."""
+    math_answers.math_verify()
     start = time.perf_counter()
     got = scoring.score([chat.format_completion("", a) for a in ("9^9^9^9", "9**9**9**9")],
                         [_example("5")] * 2, time_limit_s=0.5)
@@ -140,9 +141,10 @@ def test_a_pathological_answer_is_cut_off_at_the_limit_and_counted(answer):
     limit stops it even though math-verify's `except Exception` blocks sit in between, and the
     completion scores 0 as an error, while the next one is judged as usual."""
     completions = [chat.format_completion("", answer), chat.format_completion("", "5")]
+    math_answers.math_verify()  # imported and warmed up once per process, before any limit runs
+    scoring._WARNED.discard(("math", "JudgeTimeout"))  # warned once per process otherwise
     start = time.perf_counter()
     with pytest.warns(UserWarning, match="JudgeTimeout"):
-        scoring._WARNED.discard(("math", "JudgeTimeout"))
         got = scoring.score(completions, [_example("5")] * 2, (("accuracy", 1.0),),
                             time_limit_s=0.5)
     assert time.perf_counter() - start < 3
