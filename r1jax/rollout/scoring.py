@@ -92,8 +92,8 @@ class Scores:
 
     correct (R,) bool: the task's verifier. formatted (R,) bool: the R1 structure. language (R,):
     language consistency of the CoT. reward (R,) float32: sum of the weighted rewards (zeros when
-    no weights are given). parts: each named reward (R,). keys: canonical final answers (None
-    when unparsed), the votes of cons@k.
+    no weights are given). parts: each named reward (R,). keys: canonical final answers (the
+    task's `answer_key`, else `answers.answer_key`; None when unparsed), the votes of cons@k.
     """
 
     correct: np.ndarray
@@ -126,7 +126,7 @@ def _judge(completion, example: dict, task: Task, weights, script: str) -> tuple
     return (bool(task.verify(completion, example)),
             [float(REWARDS[name](completion, example)) for name, _ in weights],
             has_r1_format(completion), language_consistency(completion, script),
-            answer_key(completion))
+            (task.answer_key or answer_key)(completion))
 
 
 _WARNED: set[tuple[str, str]] = set()  # (task, exception type) pairs already warned about

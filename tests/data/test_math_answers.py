@@ -135,6 +135,8 @@ PATHOLOGICAL = [
 ]
 
 
+# An alarm that lands in jax's gc callback is printed and dropped by Python (then it repeats).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("answer", PATHOLOGICAL)
 def test_a_pathological_answer_is_cut_off_at_the_limit_and_counted(answer):
     """Without a limit each of these runs for 6 s to minutes inside sympy; the per-completion
@@ -162,3 +164,13 @@ def test_math_verify_does_not_arm_its_own_alarm(monkeypatch):
 
     monkeypatch.setattr(signal, "alarm", no_alarm)
     assert math_answers.equivalent(r"\frac{1}{2}", "0.5")
+
+
+def test_notations_of_one_answer_cast_one_vote():
+    completions = [chat.format_completion("", a) for a in
+                   (r"\$10", "10", "10.0", r"\boxed{10}", "12", r"\frac{1}{2}", "0.5", r"\text{yes}")]
+    completions.append(" <think> no answer </think>")
+    got = scoring.score(completions, [_example("10")] * len(completions))
+    assert got.keys[:4] == ["10"] * 4
+    assert got.keys[4:] == ["12", "1/2", "1/2", "yes", None]
+    assert got.correct.tolist() == [True] * 4 + [False] * 5

@@ -64,12 +64,22 @@ def test_grpo_rewards_equivalent_answers(tokenizer, saved_gsm8k, monkeypatch):
 
 
 def test_evaluation_judges_a_test_set_on_disk(tokenizer, saved_gsm8k, monkeypatch):
-    cfg = EvalConfig(task=saved_gsm8k, num_problems=2, k=2, prompts_per_batch=2,
+    cfg = EvalConfig(task=saved_gsm8k, num_problems=2, k=3, prompts_per_batch=2,
                      max_prompt_len=PROMPT_LEN)
     problems = heldout_set(cfg)
     assert problems == list(file_dataset(saved_gsm8k))
-    scripted.install(monkeypatch, tokenizer, equivalent_then_wrong)
-    assert evaluate(None, None, tokenizer, problems, cfg)["pass@1"] == 50.0
+
+    def wrong_then_two_notations(question):
+        right, wrong = ANSWERS[question]
+        reference = right.replace(".0", "").replace("\\$", "")
+        return [chat.format_completion("work", a) for a in (wrong, right, reference)]
+
+    scripted.install(monkeypatch, tokenizer, wrong_then_two_notations)
+    result = evaluate(None, None, tokenizer, problems, cfg)
+    assert result["pass@1"] == pytest.approx(200 / 3)
+    # The two notations of the right answer are one vote (2 of 3): by their text, three
+    # answers would tie and the first, wrong one would win.
+    assert result["cons@3"] == 100.0
     with pytest.raises(ValueError, match="eval.num_problems=3 but .*train has 2 problems"):
         heldout_set(EvalConfig(task=saved_gsm8k, num_problems=3))
 

@@ -28,6 +28,8 @@ class Task:
     reward: Callable[[str, dict], float]
     check_example: Callable[[dict], None]  # raises when the example lacks what verify reads
     generate: Callable[..., dict] | None = None  # (seed, index, **knobs) -> example; None for files
+    # completion -> its final answer's vote in cons@k; None: answers.answer_key (canonical text)
+    answer_key: Callable[[str], str | None] | None = None
 
 
 TASKS: dict[str, Task] = {
@@ -37,7 +39,7 @@ TASKS: dict[str, Task] = {
                          countdown.check_example, countdown.generate),
     # Read from data files (GSM8K, MATH and mapped layouts), judged with math-verify.
     math_answers.TASK: Task(math_answers.TASK, math_answers.verify, math_answers.reward,
-                            math_answers.check_example),
+                            math_answers.check_example, answer_key=math_answers.answer_key),
 }
 
 

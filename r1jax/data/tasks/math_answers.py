@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from r1jax.data.tasks.answers import extract_answer
+from r1jax.data.tasks.answers import canonical_answer, extract_answer
 
 TASK = "math"
 # Longer answers are never parsed: they score 0 (no reference answer comes close to this).
@@ -111,3 +111,20 @@ def verify(completion, example: dict) -> bool:
 def reward(completion, example: dict) -> float:
     """1 for an equivalent final answer, else 0 (R1's accuracy reward)."""
     return float(verify(completion, example))
+
+
+def answer_key(completion) -> str | None:
+    r"""The final answer's value as sympy writes it, so that notations of one number (`\$10`,
+    `10`, `10.0`, `rac{1}{2}` and `0.5`) cast one vote in cons@k; the canonical text when it
+    does not parse, None when there is no answer. Computed inside score's time limit."""
+    answer = extract_answer(completion)
+    if answer is None:
+        return None
+    value = next((item for item in parse_answer(answer) if not isinstance(item, str)), None)
+    if value is None:
+        return canonical_answer(answer)
+    if getattr(value, "is_Float", False):  # 10.0 -> 10, 0.500000000000000 -> 1/2
+        import sympy  # loaded with math_verify already: no import cost here
+
+        value = sympy.Rational(str(value))
+    return str(value)
