@@ -167,8 +167,8 @@ def test_math_verify_does_not_arm_its_own_alarm(monkeypatch):
 
 
 def test_notations_of_one_answer_cast_one_vote():
-    completions = [chat.format_completion("", a) for a in
-                   (r"\$10", "10", "10.0", r"\boxed{10}", "12", r"\frac{1}{2}", "0.5", r"\text{yes}")]
+    answers = (r"\$10", "10", "10.0", r"\boxed{10}", "12", r"\frac{1}{2}", "0.5", r"\text{yes}")
+    completions = [chat.format_completion("", a) for a in answers]
     completions.append(" <think> no answer </think>")
     got = scoring.score(completions, [_example("10")] * len(completions))
     assert got.keys[:4] == ["10"] * 4
