@@ -22,6 +22,8 @@ PAIRS = [
     ("5", "The answer is 5.", True),
     ("1000", "1{,}000", True),
     ("1000", "10^3", True),
+    ("81", "9**2", True),  # a Python power is not LaTeX, where 9**2 would read as 9
+    ("9", "9**2", False),
     ("-5", "-5", True),
     ("72", "27", False),
     ("18", "The answer is 81", False),
@@ -51,6 +53,10 @@ PAIRS = [
     ("10", r"10\text{ cm}", True),
     ("10", "10 cm", True),
     ("18", r"18\text{ dollars}", True),
+    ("18", "18 dollars", True),  # as LaTeX the letters would multiply as variables
+    ("1234", "total: 1,234 dollars", True),
+    ("0.5", "The answer is 1/2", True),
+    (r"\frac{1}{2}", r"\frac{1}{2} cup", True),
     ("10", r"11\text{ cm}", False),
     # equations, intervals, sets
     ("3", "x=3", True),
@@ -58,6 +64,8 @@ PAIRS = [
     ("3", "x=4", False),
     ("[1,2)", "[1, 2)", True),
     ("(1,2)", "(1,2]", False),
+    ("(1,2)", "(1, 2)", True),
+    ("2", "1, 2", False),
     (r"(-\infty,3]", r"(-\infty, 3]", True),
     (r"\{1,2\}", r"\{2, 1\}", True),
     (r"\{1,2\}", r"\{1, 3\}", False),
@@ -115,18 +123,19 @@ def test_an_answer_longer_than_the_cap_is_not_parsed():
     assert not math_answers.equivalent(str(math_answers.MAX_ANSWER_CHARS + 1), long_answer)
 
 
-def test_a_power_tower_read_left_to_right_scores_zero_at_once():
-    """LaTeX groups `9^9^9^9` as ((9^9)^9)^9 = 9^729 (and `**` is not LaTeX): no stall, just
-    a wrong answer."""
+def test_a_latex_power_tower_read_left_to_right_scores_zero_at_once():
+    """LaTeX groups `9^9^9^9` as ((9^9)^9)^9 = 9^729: no stall, just a wrong answer (the
+    Python `9**9**9**9` groups to the right and is cut off below)."""
     math_answers.math_verify()
     start = time.perf_counter()
-    got = scoring.score([chat.format_completion("", a) for a in ("9^9^9^9", "9**9**9**9")],
-                        [_example("5")] * 2, time_limit_s=0.5)
+    got = scoring.score([chat.format_completion("", "9^9^9^9")], [_example("5")],
+                        time_limit_s=0.5)
     assert time.perf_counter() - start < 1
-    assert got.correct.tolist() == [False, False] and not got.errors.any()
+    assert got.correct.tolist() == [False] and not got.errors.any()
 
 
 PATHOLOGICAL = [
+    "9**9**9**9",
     r"9^{9^{9^{9}}}",
     r"\boxed{99999999999^{99999999999}}",
     r"(1+x)^{1000}",

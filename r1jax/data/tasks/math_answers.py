@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 
 from r1jax.data.tasks.answers import canonical_answer, extract_answer
 
@@ -55,6 +56,16 @@ def math_verify():
     return library
 
 
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")  # \text{ cm}
+_PROSE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # "dollars", not "\infty" or "x"
+
+
+def _reads_as_plain_text(text: str) -> bool:
+    """Words (`18 dollars`, `The answer is 1/2`) and Python powers (`9**2`) are not LaTeX: read as LaTeX,
+    letters multiply as variables (18*a*do*l*l*r*s) and `**` is dropped (9)."""
+    return "**" in text or bool(_PROSE_WORD.search(_LATEX_TEXT.sub("", text)))
+
+
 def _has_math_object(parsed: list) -> bool:
     """math-verify's parse returns sympy objects followed by the matched text; only text means
     the parse failed."""
@@ -64,21 +75,22 @@ def _has_math_object(parsed: list) -> bool:
 def parse_answer(text: str) -> list:
     r"""An answer text as math-verify's parse result: sympy objects and the matched text.
 
-    The text is read as LaTeX first (`$...$`: `\frac12`, `[1,2)`, `\{1,2\}`, `50\%`, `3\pi`),
-    then as a plain expression (`18 dollars`, `1e3`); when neither gives a math object, the text
-    itself, so that equal strings (`\text{yes}`) still match. Empty for text longer than
-    MAX_ANSWER_CHARS.
+    The text is read as LaTeX (`$...$`: `\frac12`, `[1,2)`, `(1, 2)`, `\{1,2\}`, `50\%`,
+    `3\pi`), or first as plain text when it has words or `**` (`18 dollars`, `The answer is 1/2`,
+    `9**2`), each falling back to the other; when neither gives a math object, the text itself,
+    so that equal strings still match. Empty for text longer than MAX_ANSWER_CHARS.
     """
     text = text.strip()
     if not text or len(text) > MAX_ANSWER_CHARS:
         return []
     library = math_verify()
-    as_latex = library.parse(f"${text}$", parsing_timeout=None)
-    if _has_math_object(as_latex):
-        return as_latex
-    as_expression = library.parse(text, parsing_timeout=None)
-    if _has_math_object(as_expression):
-        return as_expression
+    readings = [f"${text}$", text]
+    if _reads_as_plain_text(text):
+        readings.reverse()
+    for reading in readings:
+        parsed = library.parse(reading, parsing_timeout=None)
+        if _has_math_object(parsed):
+            return parsed
     return [text]
 
 
@@ -115,7 +127,7 @@ def reward(completion, example: dict) -> float:
 
 def answer_key(completion) -> str | None:
     r"""The final answer's value as sympy writes it, so that notations of one number (`\$10`,
-    `10`, `10.0`, `rac{1}{2}` and `0.5`) cast one vote in cons@k; the canonical text when it
+    `10`, `10.0`, `\frac{1}{2}` and `0.5`) cast one vote in cons@k; the canonical text when it
     does not parse, None when there is no answer. Computed inside score's time limit."""
     answer = extract_answer(completion)
     if answer is None:
