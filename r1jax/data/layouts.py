@@ -31,7 +31,8 @@ from r1jax.data.tasks.answers import extract_boxed
 NATIVE, GSM8K, MATH, MAPPED = "native", "gsm8k", "math", "mapped"
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")  # GSM8K's "48/2 = <<48/2=24>>24"
 _FLAGS_HINT = ("name them with FieldMap(prompt_field=..., answer_field=... and/or "
-               "solution_field=...) (config flags data.fields.* for SFT, fields.* of a GRPO stage)")
+               "solution_field=...): config flags data.fields.* (SFT), <stage>.fields.* (GRPO), "
+               "eval.fields.* (evaluation)")
 
 
 class UnreadableReference(ValueError):
