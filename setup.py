@@ -22,6 +22,8 @@ setup(
         "tqdm>=4.66",  # progress bars
         "matplotlib>=3.9",  # R1-Zero curves
         "pyarrow>=17",  # local Parquet datasets
+        "math-verify[antlr4_13_2]>=0.9",  # the math task's answer equivalence
+        "datasets>=5.2",  # users' data sets saved with save_to_disk
     ],
     extras_require={
         # transformers + torch are the parity oracle; they build tiny reference models locally.

@@ -8,7 +8,9 @@ temperature 0.6 / top-p 0.95; pass@1 averaged over the k samples, unbiased pass@
 
 --checkpoint: a Hugging Face directory (config.json + safetensors + tokenizer) of DeepSeek-V3 or
 a dense student, or a pipeline stage written by experiments/export.py. --data: an embedded task's
-name (its held-out split). Writes problems.jsonl (each problem's samples and verdicts),
+name (its held-out split; --num_problems of them, default 64) or a test file: JSONL, Parquet or a
+`datasets` save_to_disk directory in the GSM8K or MATH layout, or mapped with
+--config.eval.fields.prompt_field=... (every row, or the first --num_problems). Writes problems.jsonl (each problem's samples and verdicts),
 summary.json and eval.md (the table) into --workdir.
 """
 
@@ -31,7 +33,7 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint directory")
-    parser.add_argument("--data", required=True, help="an embedded task's name")
+    parser.add_argument("--data", required=True, help="an embedded task's name or a data file")
     parser.add_argument("--workdir", required=True, help="where the report is written")
     parser.add_argument("--pass_k", default="", help="comma-separated k for pass@k (default: k)")
     for flag, kind in SAMPLING_FLAGS.items():
@@ -70,7 +72,9 @@ def main(argv=None):
     from r1jax.eval.report import TABLE_FILE
 
     try:
-        evaluation = prepare(args.checkpoint, args.data, cfg)
+        every_row = args.num_problems is None and not any(
+            o.startswith("--config.eval.num_problems=") for o in overrides)
+        evaluation = prepare(args.checkpoint, args.data, cfg, all_rows=every_row)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"evaluate: {e}") from None
     run(evaluation, args.workdir, cfg)

@@ -42,16 +42,21 @@ def load_model(directory: str):
     return model_cfg, params, rdata.load_tokenizer(directory)
 
 
-def problems_of(data: str, cfg: EvalConfig) -> tuple[list[dict], str]:
-    """(problems, what they are): an embedded task's first `cfg.num_problems` held-out problems."""
+def problems_of(data: str, cfg: EvalConfig, *, all_rows: bool = False) -> tuple[list[dict], str]:
+    """(problems, what they are): an embedded task's first `cfg.num_problems` held-out problems,
+    or a data file's (JSONL, Parquet, a save_to_disk directory; `cfg.fields` maps its layout)
+    first `cfg.num_problems` rows, or all of them with `all_rows`."""
+    if data not in tasks.TASKS and not rdata.is_data_path(data):
+        raise FileNotFoundError(f"--data {data}: no such file, and not an embedded task "
+                                f"({', '.join(tasks.TASKS)})")
+    ev = dataclasses.replace(cfg, task=data)
     if data in tasks.TASKS:
-        ev = dataclasses.replace(cfg, task=data)
         return heldout_set(ev), f"{data} {dict(cfg.task_kwargs)} held-out (embedded)"
-    if os.path.exists(data):
-        raise ValueError(f"--data {data}: reading data files is not supported yet; give an "
-                         f"embedded task: {', '.join(tasks.TASKS)}")
-    raise FileNotFoundError(f"--data {data}: no such file, and not an embedded task "
-                            f"({', '.join(tasks.TASKS)})")
+    if not os.path.exists(data):
+        raise FileNotFoundError(f"--data {data}: no such file or directory")
+    if all_rows:
+        ev = dataclasses.replace(ev, num_problems=len(rdata.file_dataset([data], cfg.fields)))
+    return heldout_set(ev), f"{data} ({ev.num_problems} problems)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +71,11 @@ class Evaluation:
     data: str  # what the problems are, in words
 
 
-def prepare(directory: str, data: str, cfg: CheckpointEvalConfig) -> Evaluation:
+def prepare(directory: str, data: str, cfg: CheckpointEvalConfig, *,
+            all_rows: bool = False) -> Evaluation:
     """Read the problems and the checkpoint; bad input raises FileNotFoundError or ValueError
     naming the file or field."""
-    problems, what = problems_of(data, cfg.eval)
+    problems, what = problems_of(data, cfg.eval, all_rows=all_rows)
     model_cfg, params, tok = load_model(directory)
     return Evaluation(directory, model_cfg, params, tok, problems, what)
 

@@ -22,10 +22,14 @@ from r1jax.rollout import SamplingConfig, generate, prompt_batches, score
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """A held-out set and how it is sampled. Problems: the first `num_problems` distinct held-out
-    problems of `task` (r1jax/data/sources.py), disjoint from every training split."""
+    problems of `task` (r1jax/data/sources.py), disjoint from every training split; or, when
+    `task` names a data file or save_to_disk directory (a test set), its first `num_problems`
+    rows."""
 
     task: str = "arithmetic"
     task_kwargs: tuple = ()  # (knob, value) pairs, e.g. (("max_digits", 2),)
+    # A data file's fields when its layout is not recognised by their names (r1jax/data/layouts.py).
+    fields: rdata.FieldMap = dataclasses.field(default_factory=rdata.FieldMap)
     num_problems: int = 64
     k: int = 4  # samples per problem
     temperature: float = 0.6  # R1's evaluation sampling [REFERENCE §4.4]
@@ -45,6 +49,12 @@ class EvalConfig:
 
 
 def heldout_set(cfg: EvalConfig) -> list[dict]:
+    if cfg.task not in rdata.tasks.TASKS and rdata.is_data_path(cfg.task):
+        problems = rdata.file_dataset([cfg.task], cfg.fields)
+        if len(problems) < cfg.num_problems:
+            raise ValueError(f"eval.num_problems={cfg.num_problems} but {cfg.task} has "
+                             f"{len(problems)} problems; ask for at most that many")
+        return [problems[i] for i in range(cfg.num_problems)]
     return rdata.heldout_problems(cfg.task, num_problems=cfg.num_problems, **dict(cfg.task_kwargs))
 
 
