@@ -62,7 +62,9 @@ class MTPModule(nnx.Module):
         d, eps, pd = cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype
         self.enorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
         self.hnorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
-        self.eh_proj = normal_param(rngs, (2 * d, d), (None, "embed"), cfg.init_std, pd)
+        # (2D, D): both dims are model dims ([emb; h] in, h' out); the first takes the FSDP axes
+        # (2D divides by fsdp x expert where D alone does not), the second what is left.
+        self.eh_proj = normal_param(rngs, (2 * d, d), ("embed", "embed"), cfg.init_std, pd)
         self.block = Block(cfg, moe=True, rngs=rngs)
         self.head_norm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
 
