@@ -80,3 +80,11 @@ def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
         return x
     spec = logical_to_spec(axes, x.shape, dict(mesh.shape))
     return jax.lax.with_sharding_constraint(x, spec)
+
+
+def lookup_table(table: jax.Array) -> jax.Array:
+    """An embedding table (V, D) ready for `table[tokens]`: gathered over the vocab's mesh axes,
+    only D left split (FSDP). XLA's SPMD partitioner (jax 0.11.2) aborts ("Check failed:
+    grouped_sharding.device_groups.num_groups() == ...") on a gather from a table split over
+    (expert, fsdp) when the tokens are split over (fsdp, expert)."""
+    return constrain(table, (None, "embed"))  # (V, D)
