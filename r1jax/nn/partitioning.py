@@ -10,10 +10,11 @@ Every large weight is stored sharded over all of fsdp x expert x tensor (ZeRO-3 
 so for a weight outside the routed experts `expert` is one more FSDP axis. A dimension rarely
 divides by 2048 devices alone (V3's d=7168 = 7 * 2^10), so the table names several mesh axes for
 some logical names and each weight's dims share them out in order, each mesh axis used once:
-  q_b (Q, H, N+R), kv_b (C, H, N+V): the latent dim takes `expert`, heads take `tensor` then
-      `fsdp`. Heads stay whole per shard, so the absorbed decode einsums (q . W_UK, o . W_UV)
-      split by head, and an HF kv_b_proj row block (one head's N+V rows) never straddles shards.
-  o (H, V, D): heads take `tensor`, `fsdp`; the model dim takes what is left (`expert`).
+  q_b (Q, H, N+R), kv_b (C, H, N+V): the latent dim takes `fsdp` (and `expert` where it still
+      divides), heads take `tensor` and what is left. Heads stay whole per shard, so the
+      absorbed decode einsums (q . W_UK, o . W_UV) split by head, and an HF kv_b_proj row block
+      (one head's N+V rows) never straddles shards.
+  o (H, V, D): heads take `tensor`, `fsdp` (or `expert`); the model dim takes what is left.
   q_a (D, Q), dense FFNs (D, F): the model dim takes `fsdp` (7168 does not divide by fsdp x
       expert = 2048 on V3's meshes), the other dim `expert`.
   routed experts (E, D, F): E takes `expert`, D `fsdp`, F `tensor` (expert parallelism).
@@ -37,11 +38,11 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "length": None,
     "embed": ("fsdp", "expert"),  # ZeRO-3 style: the model dim over the FSDP axes
     "vocab": ("tensor", "expert"),
-    "heads": ("tensor", "fsdp"),
+    "heads": ("tensor", "fsdp", "expert"),
     "kv_heads": "tensor",  # GQA key/value heads (Qwen2); replicated where tensor does not divide them
     "mlp": ("tensor", "expert"),  # taken by `expert` only outside the routed experts (E has it)
-    "q_lora": "expert",
-    "kv_lora": "expert",
+    "q_lora": ("fsdp", "expert"),
+    "kv_lora": ("fsdp", "expert"),
     "expert": "expert",  # routed experts live on their expert-parallel shard
     "layers": None,
 }

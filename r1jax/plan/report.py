@@ -72,13 +72,13 @@ def format_plan(plan: dict) -> str:
               f"{_gib(c['per_device'])} per device.", "",
               "## Communication per step and device",
               "| collective | GB | seconds |", "|---|---:|---:|"]
-    small = [col for col in plan["collectives"] if col["bytes"] < 1e6]
+    small = [col for col in plan["collectives"] if col["bytes"] < 1e7]
     for col in plan["collectives"]:
         if col in small:
             continue
         lines.append(f"| {col['name']} | {col['bytes'] / 1e9:.2f} | {col['seconds']:.3f} |")
     if small:
-        lines.append(f"| {len(small)} collectives under 1 MB each (norm scales, biases) | | |")
+        lines.append(f"| {len(small)} collectives under 10 MB each (norm scales, biases) | | |")
     f, st_ = plan["flops"], plan["step"]
     g = plan["gpu_hours_per_trillion"]
     lines += ["", f"Compute: {f['per_token'] / 1e9:.1f} GFLOP per token "
