@@ -114,3 +114,18 @@ def test_cli_prints_the_plan_and_rejects_a_bad_mesh(capsys):
     with pytest.raises(SystemExit):
         plan_script.main(["--size", "tiny", "--mesh", "fsdp=two"])
     assert "--mesh item 'fsdp=two'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # three plans of the 671B config (about a minute)
+def test_v3_plan_prints_the_report_beside_it():
+    from r1jax.plan.paper import v3_setup
+
+    result = plan.make_plan(v3_setup())
+    rows = {r.topic: r for r in plan.paper_comparison(result)}
+    assert rows["Latent KV cache"].plan.startswith("576 ")
+    assert "180K" in rows["GPU-hours per trillion tokens"].paper
+    implied = result["gpu_hours_per_trillion"]["compute_s"] / 180e3
+    assert 0.05 < implied < 1.0, implied  # the report's rate is below peak, not absurdly so
+    assert result["memory"]["params"] <= 1.5 * result["state"]["params_ideal"]
+    text = plan.format_paper_comparison(list(rows.values()))
+    assert text.count("\n") == len(rows) + 2
