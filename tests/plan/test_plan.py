@@ -1,8 +1,6 @@
 """The plan's arithmetic: state from the real shardings, collectives that scale as their
 formulas say, links by device placement, the latent cache, the CLI and its errors."""
 
-import dataclasses
-
 import pytest
 
 from r1jax import config, plan
