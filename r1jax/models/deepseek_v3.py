@@ -18,7 +18,7 @@ from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe import MoE
 from r1jax.nn.norms import RMSNorm
-from r1jax.nn.partitioning import constrain
+from r1jax.nn.partitioning import constrain, lookup_table
 from r1jax.nn.params import normal_param
 from r1jax.nn.rope import rope_cos_sin
 
@@ -62,7 +62,9 @@ class MTPModule(nnx.Module):
         d, eps, pd = cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype
         self.enorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
         self.hnorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
-        self.eh_proj = normal_param(rngs, (2 * d, d), (None, "embed"), cfg.init_std, pd)
+        # (2D, D): both dims are model dims ([emb; h] in, h' out); the first takes the FSDP axes
+        # (2D divides by fsdp x expert where D alone does not), the second what is left.
+        self.eh_proj = normal_param(rngs, (2 * d, d), ("embed", "embed"), cfg.init_std, pd)
         self.block = Block(cfg, moe=True, rngs=rngs)
         self.head_norm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
 
@@ -125,7 +127,7 @@ class DeepseekV3(nnx.Module):
         mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)
         cos, sin = rope_cos_sin(cfg, positions)
 
-        h = constrain(self.embed[...].astype(dt)[tokens], ACTIVATION_AXES)  # (B, T, D)
+        h = constrain(lookup_table(self.embed[...].astype(dt))[tokens], ACTIVATION_AXES)  # (B, T, D)
         loads, balance, new_c, new_r = [], jnp.zeros((), jnp.float32), [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache["c_kv"][i], cache["k_rope"][i])
@@ -158,7 +160,7 @@ class DeepseekV3(nnx.Module):
         being last, are never attended to by earlier positions under the causal mask).
         """
         dt = h_prev.dtype
-        emb = self.embed[...].astype(dt)
+        emb = lookup_table(self.embed[...].astype(dt))  # (V, D)
         out, loads = [], []
         for k, mod in enumerate(self.mtp, start=1):
             shifted = jnp.pad(tokens[:, k:], ((0, 0), (0, k)))  # (B, T)

@@ -31,7 +31,7 @@ from r1jax.nn.mla import masked_softmax
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import merge_params, normal_param, variable_axes, variable_roles, zeros_param
-from r1jax.nn.partitioning import constrain
+from r1jax.nn.partitioning import constrain, lookup_table
 from r1jax.nn.rope import Llama3RopeScaling, apply_rope, plain_rope_cos_sin
 
 ACTIVATION_AXES = ("batch", "length", "embed")
@@ -181,7 +181,8 @@ class DenseDecoder(nnx.Module):
         mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)  # (B, T, S)
         cos, sin = plain_rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
 
-        h = constrain(self.embed[...].astype(jnp.dtype(cfg.dtype))[tokens], ACTIVATION_AXES)  # (B, T, D)
+        table = lookup_table(self.embed[...].astype(jnp.dtype(cfg.dtype)))  # (V, D)
+        h = constrain(table[tokens], ACTIVATION_AXES)  # (B, T, D)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache["k"][i], cache["v"][i])
