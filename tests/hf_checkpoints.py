@@ -1,0 +1,72 @@
+"""Tiny random Hugging Face checkpoint directories built locally, as a user's would be: a
+transformers model saved with `save_pretrained` (config.json + safetensors) beside a byte-level BPE
+`tokenizer.json` trained on the embedded corpus and a ChatML chat template, saved by
+`PreTrainedTokenizerFast.save_pretrained`.
+
+The template is Qwen's ChatML without the default system prompt (R1-Distill's recommendation: no
+system prompt), so a prompt stays within the miniature's lengths.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import tokenizers
+from tokenizers import decoders, pre_tokenizers, processors, trainers
+
+from r1jax.data.corpus import pretraining_documents
+
+CHATML = ("{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+          "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# The shapes of the recipe's tiny students (r1jax/models/qwen2.py, llama.py).
+SHAPES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-6,
+              tie_word_embeddings=False)
+
+
+def write_tokenizer(directory: pathlib.Path, vocab_size: int = 400) -> int:
+    """A byte-level BPE trained on the embedded corpus (worked arithmetic), eos <|im_end|>, the
+    ChatML template; returns its vocabulary size."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(pretraining_documents(0, 2000, task_names=("arithmetic",)), trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                            pad_token="<|endoftext|>", chat_template=CHATML,
+                            ).save_pretrained(str(directory))
+    return tok.get_vocab_size()
+
+
+def write_model(directory: pathlib.Path, architecture: str, vocab_size: int, seed: int = 0,
+                **overrides) -> None:
+    """A random `Qwen2ForCausalLM` or `LlamaForCausalLM` of the tiny students' shapes."""
+    import torch
+    import transformers
+
+    config_class, model_class = {
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}[architecture]
+    config = config_class(**{**SHAPES, "vocab_size": vocab_size, **overrides})
+    from tests.hf_reference import randomize_weights
+
+    torch.manual_seed(seed)
+    model = model_class(config).float().eval()
+    randomize_weights(model, seed)  # logits far from uniform: greedy tokens decided by the weights
+    model.save_pretrained(str(directory))
+
+
+def build_checkpoint(directory: pathlib.Path, architecture: str = "qwen2", seed: int = 0,
+                     **overrides) -> pathlib.Path:
+    """A checkpoint directory: tokenizer files, chat template, config.json and safetensors. The
+    embedding table has a few rows past the tokenizer's vocabulary, as released models do."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(directory)
+    write_model(directory, architecture, vocab_size=vocab + 16, seed=seed, **overrides)
+    return directory
