@@ -25,9 +25,9 @@ SHAPES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_at
               tie_word_embeddings=False)
 
 
-def write_tokenizer(directory: pathlib.Path, vocab_size: int = 400) -> int:
+def write_tokenizer(directory: pathlib.Path, vocab_size: int = 400) -> None:
     """A byte-level BPE trained on the embedded corpus (worked arithmetic), eos <|im_end|>, the
-    ChatML template; returns its vocabulary size."""
+    ChatML template."""
     from transformers import PreTrainedTokenizerFast
 
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
@@ -41,7 +41,6 @@ def write_tokenizer(directory: pathlib.Path, vocab_size: int = 400) -> int:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                             pad_token="<|endoftext|>", chat_template=CHATML,
                             ).save_pretrained(str(directory))
-    return tok.get_vocab_size()
 
 
 def write_model(directory: pathlib.Path, architecture: str, vocab_size: int, seed: int = 0,
@@ -62,11 +61,21 @@ def write_model(directory: pathlib.Path, architecture: str, vocab_size: int, see
     model.save_pretrained(str(directory))
 
 
-def build_checkpoint(directory: pathlib.Path, architecture: str = "qwen2", seed: int = 0,
+def build_checkpoint(directory: pathlib.Path, architecture: str = "qwen2", seed: int = 0, *,
+                     tokenizer_from: pathlib.Path | None = None, tokenizer_vocab: int = 400,
                      **overrides) -> pathlib.Path:
-    """A checkpoint directory: tokenizer files, chat template, config.json and safetensors. The
-    embedding table has a few rows past the tokenizer's vocabulary, as released models do."""
+    """A checkpoint directory: tokenizer files (trained with `tokenizer_vocab` tokens, or copied
+    from `tokenizer_from`), chat
+    template, config.json and safetensors. The embedding table has a few rows past the
+    tokenizer's vocabulary, as released models do."""
+    from r1jax.data import load_tokenizer
+    from r1jax.recipe.export import copy_tokenizer
+
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = write_tokenizer(directory)
+    if tokenizer_from is None:
+        write_tokenizer(directory, tokenizer_vocab)
+    else:
+        copy_tokenizer(str(tokenizer_from), str(directory))
+    vocab = load_tokenizer(str(directory)).vocab_size
     write_model(directory, architecture, vocab_size=vocab + 16, seed=seed, **overrides)
     return directory
