@@ -12,9 +12,10 @@ from __future__ import annotations
 import pathlib
 
 import tokenizers
-from tokenizers import decoders, pre_tokenizers, processors, trainers
+from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors, trainers
 
 from r1jax.data.corpus import pretraining_documents
+from tests.data.tokenizer_builders import QWEN_REGEX
 
 CHATML = ("{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
           "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -26,18 +27,23 @@ SHAPES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_at
 
 
 def write_tokenizer(directory: pathlib.Path, vocab_size: int = 400) -> None:
-    """A byte-level BPE trained on the embedded corpus (worked arithmetic), eos <|im_end|>, the
-    ChatML template."""
+    """A byte-level BPE of Qwen2's pipeline trained on the embedded corpus (worked arithmetic),
+    eos <|im_end|>, the ChatML template."""
     from transformers import PreTrainedTokenizerFast
 
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's pipeline: transformers rebuilds it for a directory whose config.json says qwen2, so
+    # a tokenizer.json with another one would tokenize differently there.
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
                                   show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(pretraining_documents(0, 2000, task_names=("arithmetic",)), trainer)
+    tok.train_from_iterator(pretraining_documents(0, 2000), trainer)
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                             pad_token="<|endoftext|>", chat_template=CHATML,
                             ).save_pretrained(str(directory))
