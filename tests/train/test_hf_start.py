@@ -125,4 +125,21 @@ def test_pipeline_refuses_checkpoints_it_cannot_use(hf_checkpoint_dirs, tmp_path
     # A teacher pretrained with the student's tokenizer is fine.
     check_checkpoint_starts(resolved(f"base.data.tokenizer_path={hf_checkpoint_dirs['qwen2']}",
                                      f"student_base.hf_checkpoint={hf_checkpoint_dirs['llama']}"))
-    assert tiny().vocab_size  # the recipe's own teacher stays a DeepSeek-V3 model
+
+
+def test_a_deepseek_v3_checkpoint_gives_the_model_load_checkpoint_gives(tmp_path):
+    """config.json alone would declare an MTP module that transformers does not save: the
+    resolved model is the loaded one, read from the tensor names without loading weights."""
+    import json as json_lib
+
+    from tests.hf_reference import build_hf_model
+
+    build_hf_model(seed=3).save_pretrained(tmp_path)
+    config = json_lib.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json_lib.dumps({**config, "num_nextn_predict_layers": 1}))
+    cfg = start_from_hf(ExperimentConfig(hf_checkpoint=str(tmp_path)))
+    with pytest.warns(UserWarning, match="declares 1 MTP modules but the checkpoint holds 0"):
+        loaded, _ = hf.load_checkpoint(str(tmp_path))
+    # init_std is a run option: the config's (tiny's) is kept.
+    assert cfg.model == loaded.replace(init_std=tiny().init_std)
+    assert loaded.num_mtp_modules == 0 and loaded.n_routed_experts == 8
