@@ -89,6 +89,8 @@ def test_imported_stages_are_trained_on_and_recorded(finished, hf_checkpoint_dir
     # import (GRPO on a random model has no reward to follow, so SFT is what moves them).
     assert isinstance(pipeline.tok, rdata.HFTokenizer) and pipeline.tok.path == hf_checkpoint_dirs["qwen2"]
     assert latest_step(str(workdir / "r1_zero" / "checkpoints")) == 2
+    rollouts = [json.loads(line) for line in open(workdir / "r1_zero" / "metrics.jsonl")]
+    assert len(rollouts) == 2 and all(r["response_length"] > 0 for r in rollouts)
     for trained, imported in (("cold_start", "base"), ("student_logit", "student_base")):
         moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
             jax.tree.leaves(pipeline.params(trained)), jax.tree.leaves(pipeline.params(imported)))]
