@@ -112,9 +112,9 @@ def sft_features(tokenizer: TextTokenizer, example: dict, seq_len: int, system: 
 
     Prompt and completion are tokenized separately, as at sampling time (the model continues
     the prompt's tokens), in the tokenizer's format (r1jax/data/chat_prompts.py: a checkpoint's
-    chat template, or the embedded format). A row longer than seq_len + 1 tokens loses the end of its completion;
-    one whose bos + prompt take more than seq_len tokens has an empty loss mask (`sft_batches`
-    skips it).
+    chat template, or the embedded format). A row longer than seq_len + 1 tokens loses the end
+    of its completion; one whose bos + prompt take more than seq_len tokens has an empty loss
+    mask (`sft_batches` skips it).
     """
     completion = chat_prompts.completion_text(tokenizer, example)
     # The row holds seq_len + 1 ids: only those are tokenized, the rest of either text never is.

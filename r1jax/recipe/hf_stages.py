@@ -24,6 +24,7 @@ from r1jax.sharding import make_mesh, param_shardings
 from r1jax.train.checkpoint import (abstract_with_shardings, hf_params, latest_step,
                                     write_params_checkpoint)
 from r1jax.train.experiment import to_dict
+from r1jax.train.workdir import check_resume
 
 
 def checkpoint_of(cfg, name: str) -> str:
@@ -33,6 +34,14 @@ def checkpoint_of(cfg, name: str) -> str:
 
 def is_imported(cfg, s: table.Stage) -> bool:
     return s.kind == table.PRETRAIN and bool(checkpoint_of(cfg, s.name))
+
+
+def recorded_import_is_current(cfg, s: table.Stage, entry: dict) -> bool:
+    """An eval.json entry of stage `s` is that of the import `cfg` asks for (or `s` is trained):
+    a changed `hf_checkpoint` is imported again, and refused if its model differs."""
+    if not is_imported(cfg, s):
+        return "imported from" not in entry
+    return entry.get("imported from") == os.path.abspath(checkpoint_of(cfg, s.name))
 
 
 def check_checkpoint_starts(cfg, stages=table.STAGES) -> None:
@@ -77,16 +86,18 @@ def import_stage(stage_cfg, model_cfg, tok, stage_dir: str, output: str) -> dict
     if model_cfg.vocab_size < tok.vocab_size:
         raise ValueError(f"{directory}: the model's vocab_size={model_cfg.vocab_size} < the "
                          f"tokenizer's {tok.vocab_size} ({tok.path})")
+    record = {**to_dict(stage_cfg), "model": to_dict(model_cfg)}
     if reached is None:
         shardings = param_shardings(model_cfg, make_mesh(stage_cfg.mesh))
         abstract = abstract_with_shardings(models.abstract_params(model_cfg), shardings)
         write_params_checkpoint(output, hf_params(directory, model_cfg, abstract), step=0)
+    else:  # imported before (and perhaps not recorded): the same checkpoint, or refused
+        check_resume(stage_dir, record, pinned=("model", "hf_checkpoint"))
 
     def write_record():  # what a later export compares its model with (check_resume)
         os.makedirs(stage_dir, exist_ok=True)
         with open(os.path.join(stage_dir, "config.json"), "w") as f:
-            json.dump({**to_dict(stage_cfg), "model": to_dict(model_cfg)}, f, indent=2,
-                      default=str)
+            json.dump(record, f, indent=2, default=str)
 
     on_main(f"record the import of {directory}", write_record)
     return {"imported from": os.path.abspath(directory)}

@@ -34,7 +34,8 @@ from r1jax.recipe import stages as table
 from r1jax.recipe.compute import match_sft_steps, rl_flops, sft_flops
 from r1jax.recipe.config import KIND_CONFIGS, PipelineConfig
 from r1jax.recipe.export import stage_model, tokenizer_file
-from r1jax.recipe.hf_stages import check_checkpoint_starts, import_stage, is_imported
+from r1jax.recipe.hf_stages import (check_checkpoint_starts, import_stage, is_imported,
+                                   recorded_import_is_current)
 from r1jax.rl import grpo_stage
 from r1jax.rollout import SamplingConfig
 from r1jax.sharding import make_mesh
@@ -103,7 +104,8 @@ class Pipeline:
 
     def done(self, name: str) -> bool:
         entry = self.results.get(name)
-        return entry is not None and entry.get("steps") == self.steps_of(name)
+        return (entry is not None and entry.get("steps") == self.steps_of(name)
+                and recorded_import_is_current(self.cfg, table.stage(name, self.stages), entry))
 
     def record(self, name: str, entry: dict) -> None:
         entry = {**entry, "steps": self.steps_of(name)}

@@ -97,6 +97,23 @@ def test_imported_stages_are_trained_on_and_recorded(finished, hf_checkpoint_dir
         assert max(moved) > 0
 
 
+@pytest.mark.slow
+def test_a_rerun_skips_the_import_and_another_checkpoint_is_refused(finished, hf_checkpoint_dirs):
+    workdir, pipeline = finished
+    again = Pipeline(pipeline.cfg, str(workdir), STAGES)
+    assert all(again.done(s.name) for s in STAGES)
+    recipe = load_config(os.path.join(ROOT, RUNLOCAL))
+    other = start_from_hf(apply_overrides(recipe, [
+        f"--config.base.hf_checkpoint={hf_checkpoint_dirs['llama']}",
+        f"--config.student_base.hf_checkpoint={hf_checkpoint_dirs['llama']}"]))
+    changed = Pipeline(other, str(workdir), STAGES)
+    assert not changed.done("base")
+    with pytest.raises(ValueError, match="holds checkpoints of another model or data "
+                                         "\\(hf_checkpoint: .*qwen2' -> .*llama'"):
+        changed.run_stage(STAGES[0])
+    assert json.load(open(workdir / "eval.json"))["base"]["imported from"] == hf_checkpoint_dirs["qwen2"]
+
+
 def hf_greedy(directory, prompt: np.ndarray, eos_id: int) -> list[int]:
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     model.eval()
