@@ -51,10 +51,16 @@ def write_tokenizer(directory: pathlib.Path, vocab_size: int = 400) -> None:
 
 def write_model(directory: pathlib.Path, architecture: str, vocab_size: int, seed: int = 0,
                 **overrides) -> None:
-    """A random `Qwen2ForCausalLM` or `LlamaForCausalLM` of the tiny students' shapes."""
+    """A random `Qwen2ForCausalLM` or `LlamaForCausalLM` of the tiny students' shapes, or a tiny
+    `DeepseekV3ForCausalLM` (MLA, 8 routed experts, YaRN: tests/hf_reference.py)."""
     import torch
     import transformers
 
+    if architecture == "deepseek_v3":
+        from tests.hf_reference import build_hf_model
+
+        build_hf_model(seed, vocab_size=vocab_size, **overrides).save_pretrained(str(directory))
+        return
     config_class, model_class = {
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}[architecture]

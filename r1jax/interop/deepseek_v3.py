@@ -177,6 +177,8 @@ def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
         params["mtp"][k]["block"] = mod
         # The released MTP layers carry copies of the shared embedding and head.
         r.mark_used(prefix + "embed_tokens.weight", prefix + "shared_head.head.weight")
+    if not params["mtp"]:
+        del params["mtp"]  # the model's params hold no MTP entry without MTP modules
     r.check_all_used()
     return cfg, as_jax_params(params, cfg.param_dtype)
 
