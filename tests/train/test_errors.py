@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_unknown_config_key_lists_valid_keys():
-    with pytest.raises(ValueError, match=r"unknown config key 'trian.steps'.*valid keys: \['data', 'mesh'"):
+    with pytest.raises(ValueError, match=r"unknown config key 'trian.steps'.*valid keys: \['data', 'hf_checkpoint', 'mesh'"):
         apply_overrides(ExperimentConfig(), ["--config.trian.steps=3"])
     with pytest.raises(ValueError, match=r"unknown config key 'stepz' in TrainConfig; valid keys: .*'steps'"):
         apply_overrides(ExperimentConfig(), ["--config.train.stepz=3"])
