@@ -15,8 +15,9 @@ import warnings
 from typing import Any, Literal
 
 
-# ModelConfig.kernels: plain XLA; the Mosaic GPU kernels compiled for Hopper; or interpreted.
-KERNEL_CHOICES = ("xla", "pallas", "pallas_interpret")
+# ModelConfig.kernels: XLA; the Mosaic GPU kernels compiled for Hopper; or interpreted; or XLA's
+# plain formulations (dense masked softmax, lax.ragged_dot) as the baseline (r1jax/nn/kernels.py).
+KERNEL_CHOICES = ("xla", "pallas", "pallas_interpret", "xla_reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +80,11 @@ class ModelConfig:
     param_dtype: str = "float32"
     # Which implementation runs the expert GEMMs, MLA attention and (under precision="fp8_v3") the
     # block-scaled FP8 GEMM of the dense projections; one of KERNEL_CHOICES, read by
-    # r1jax/nn/kernels.py alone. "xla": plain jnp/lax ops. "pallas": the bf16 Mosaic GPU kernels of
-    # pallas_kernels/ compiled for Hopper, where each kernel supports the call, else the same XLA
-    # math. "pallas_interpret": those kernels in the Mosaic GPU interpreter, on any backend (tests).
+    # r1jax/nn/kernels.py alone. "xla": jnp/lax ops, formulated per backend. "pallas": the bf16
+    # Mosaic GPU kernels of pallas_kernels/ compiled for Hopper, where each kernel supports the
+    # call, else the same XLA math. "pallas_interpret": those kernels in the Mosaic GPU
+    # interpreter, on any backend (tests). "xla_reference": the plain XLA formulations (dense
+    # masked softmax, lax.ragged_dot), the baseline of tests and benchmarks.
     # A static jit argument like the whole config, so the choice is part of the jit cache key.
     kernels: str = "xla"
 
@@ -104,7 +107,7 @@ class ModelConfig:
             raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels={self.kernels!r} must be one of {KERNEL_CHOICES}")
-        if self.kernels != "xla" and self.dtype != "bfloat16":
+        if self.kernels.startswith("pallas") and self.dtype != "bfloat16":
             raise ValueError(f"kernels={self.kernels!r} runs bf16 kernels: set dtype='bfloat16' "
                              f"(got {self.dtype!r})")
         if not 0 <= self.first_k_dense <= self.num_layers:
