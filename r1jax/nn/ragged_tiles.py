@@ -83,7 +83,17 @@ def _tiled_ragged_dot_bwd(tile, out_dtype, residuals, d_out):  # d_out (M, N)
     d_rhs_tiles = jnp.einsum("plk,pln->pkn", _row_tiles(lhs, row, n_tiles, tile), d_out_tiles,
                              preferred_element_type=f32)  # (P, K, N)
     d_rhs = jax.ops.segment_sum(d_rhs_tiles, group_of_tile, num_segments=rhs.shape[0])  # (G, K, N)
-    return _tile_rows(d_lhs, row).astype(lhs.dtype), d_rhs.astype(rhs.dtype), None
+    d_lhs = _tile_rows(d_lhs, row).astype(lhs.dtype)
+    return _sum_over_extra_axes(d_lhs, lhs), _sum_over_extra_axes(d_rhs.astype(rhs.dtype), rhs), None
+
+
+def _sum_over_extra_axes(cotangent, primal):
+    """Inside shard_map: the cotangent summed over the mesh axes it varies over and its primal
+    does not (an operand shared by the shards of the other, e.g. expert weights over the token
+    axes), which is the transpose of the implicit broadcast autodiff would insert."""
+    varying = lambda x: jax.typeof(x).manual_axis_type.varying  # noqa: E731
+    extra = tuple(sorted(varying(cotangent) - varying(primal)))
+    return jax.lax.psum(cotangent, extra) if extra else cotangent
 
 
 _tiled_ragged_dot.defvjp(_tiled_ragged_dot_fwd, _tiled_ragged_dot_bwd)
