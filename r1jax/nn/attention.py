@@ -19,6 +19,11 @@ instead of differentiating the masked softmax's several elementwise passes. Meas
 the dense masked softmax (L=64: 63 ms, L=32: 89 ms).
 
 Queries that see no key (a left-padded row's pad tokens) give zeros, as `masked_softmax` does.
+
+Why not `jax.nn.dot_product_attention`: its XLA implementation builds the same (B, H, T, S)
+logits and combined mask, asks for a value of the key's shape (MLA's d_v = 128 is not d_qk =
+192), and averages the values of a query that sees no key; its cuDNN implementation runs on
+NVIDIA GPUs only, where the Pallas kernel (pallas_kernels/mla_attention) is this path's GPU form.
 """
 
 from __future__ import annotations
@@ -108,9 +113,15 @@ def _causal_attention_bwd(softmax_scale, block, residuals, d_out):
         d_probs = jnp.einsum("bthv,bshv->bhts", d_out[:, lo:hi], v[:, :hi],
                              preferred_element_type=f32)  # (B, H, L, S_i)
         d_scores = probs * (d_probs - correction[:, :, lo:hi, None]) * softmax_scale
-        dq.append(jnp.einsum("bhts,bshd->bthd", d_scores, k[:, :hi].astype(f32)))  # (B, L, H, Dk)
-        dk = dk.at[:, :hi].add(jnp.einsum("bhts,bthd->bshd", d_scores, q[:, lo:hi].astype(f32)))
-        dv = dv.at[:, :hi].add(jnp.einsum("bhts,bthv->bshv", probs, d_out[:, lo:hi].astype(f32)))
+        # The GEMMs take their operands in the input dtype with float32 sums (bf16 ones run at
+        # the bf16 GEMM rate; a float32 operand would turn them into float32 GEMMs).
+        d_scores, probs = d_scores.astype(q.dtype), probs.astype(v.dtype)
+        dq.append(jnp.einsum("bhts,bshd->bthd", d_scores, k[:, :hi],
+                             preferred_element_type=f32))  # (B, L, H, Dk)
+        dk = dk.at[:, :hi].add(jnp.einsum("bhts,bthd->bshd", d_scores, q[:, lo:hi],
+                                          preferred_element_type=f32))
+        dv = dv.at[:, :hi].add(jnp.einsum("bhts,bthv->bshv", probs, d_out[:, lo:hi],
+                                          preferred_element_type=f32))
     dq = jnp.concatenate(dq, axis=1)
     # The mask's leaves are boolean and integer: no cotangent.
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None

@@ -25,7 +25,16 @@ import math
 import jax
 import jax.numpy as jnp
 
-DEFAULT_TILE = 128  # rows per tile: the fastest of 32/64/128/256 in the measurement above
+MAX_TILE = 128  # rows per tile: the fastest of 32/64/128/256 in the measurement above
+MIN_TILE = 8
+
+
+def tile_for(rows: int, groups: int) -> int:
+    """Rows per tile: MAX_TILE, or for few rows per group (decoding: M = batch * K) the power of
+    two >= M / G, so the G padded tiles (M + G*tile rows at most) stay within twice the rows
+    rather than G*MAX_TILE."""
+    per_group = max(1, -(-rows // groups))
+    return max(MIN_TILE, min(MAX_TILE, 1 << (per_group - 1).bit_length()))
 
 
 def group_tiled_rows(group_sizes: jax.Array, rows: int, tile: int) -> tuple[jax.Array, jax.Array]:
@@ -100,15 +109,16 @@ _tiled_ragged_dot.defvjp(_tiled_ragged_dot_fwd, _tiled_ragged_dot_bwd)
 
 
 def tiled_ragged_dot(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
-                     tile: int = DEFAULT_TILE, preferred_element_type=None) -> jax.Array:
+                     tile: int | None = None, preferred_element_type=None) -> jax.Array:
     """`jax.lax.ragged_dot(lhs, rhs, group_sizes, preferred_element_type=...)`: lhs (M, K) rows
     sorted by group, rhs (G, K, N) -> (M, N); rows past sum(group_sizes) give zeros.
 
-    Differentiable in lhs and rhs; group_sizes is an integer input.
+    Differentiable in lhs and rhs; group_sizes is an integer input. `tile` None: `tile_for`.
     """
     if (lhs.ndim != 2 or rhs.ndim != 3 or lhs.shape[1] != rhs.shape[1]
             or group_sizes.shape != rhs.shape[:1]):
         raise ValueError(f"{lhs.shape=}, {rhs.shape=}, {group_sizes.shape=}: need (M, K), "
                          f"(G, K, N), (G,)")
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs.dtype, rhs.dtype))
-    return _tiled_ragged_dot(lhs, rhs, group_sizes, int(tile), out_dtype)
+    tile = tile_for(lhs.shape[0], rhs.shape[0]) if tile is None else int(tile)
+    return _tiled_ragged_dot(lhs, rhs, group_sizes, tile, out_dtype)

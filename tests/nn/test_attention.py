@@ -77,15 +77,23 @@ def test_blockwise_matches_dense_values_and_gradients(name, block):
         np.testing.assert_array_equal(got[1][2, :5], 0.0)
 
 
-def test_blockwise_keeps_the_value_dtype():
-    q, k, v, _ = qkv(1)
+def test_blockwise_bf16_values_and_gradients():
+    """bf16 operands keep their dtype and stay within the bf16 kernel tests' bound (relative
+    Frobenius error <= 1e-2) of the float32 dense values and gradients."""
+    q, k, v, d_out = qkv(1)
     mask = masks()["padded"]
-    out = causal_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16),
-                           mask, softmax_scale=DK**-0.5, block=8)
-    assert out.dtype == jnp.bfloat16
-    want = dense_causal_attention(q, k, v, mask, softmax_scale=DK**-0.5)
-    rel = float(jnp.linalg.norm(out.astype(jnp.float32) - want) / jnp.linalg.norm(want))
-    assert rel <= 1e-2  # bf16 operands: the bound of the bf16 kernel tests
+
+    def value_and_grads(attend, dtype):
+        args = [a.astype(dtype) for a in (q, k, v)]
+        out, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, mask, softmax_scale=DK**-0.5), *args)
+        return (out, *vjp(d_out.astype(dtype)))
+
+    got = value_and_grads(lambda *a, **kw: causal_attention(*a, block=8, **kw), jnp.bfloat16)
+    want = value_and_grads(dense_causal_attention, jnp.float32)
+    for what, g, w in zip(["out", "dq", "dk", "dv"], got, want, strict=True):
+        assert g.dtype == jnp.bfloat16, what
+        rel = float(jnp.linalg.norm(g.astype(jnp.float32) - w) / jnp.linalg.norm(w))
+        assert rel <= 1e-2, f"{what}: {rel:.2e}"
 
 
 def test_shape_errors_name_the_shapes():

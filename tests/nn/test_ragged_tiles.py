@@ -12,7 +12,7 @@ import pytest
 
 from r1jax.nn import kernels
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
-from r1jax.nn.ragged_tiles import group_tiled_rows, tiled_ragged_dot
+from r1jax.nn.ragged_tiles import group_tiled_rows, tile_for, tiled_ragged_dot
 
 TOL = 1e-5
 REFERENCE = kernels.kernel_choice("xla_reference")
@@ -93,11 +93,20 @@ def test_tiled_ragged_dot_on_e4m3_operands_is_exact():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_cpu_dispatch_runs_the_tiles_and_its_cost_follows_the_rows():
+def test_tile_follows_the_rows_per_group():
+    assert tile_for(4096, 8) == 128  # training: the largest tile
+    assert tile_for(128, 8) == 16  # decoding 64 rows x top-2: tiles of the rows per group
+    assert tile_for(100, 8) == 16
+    assert tile_for(5, 8) == 8
+
+
+@pytest.mark.parametrize("m", [2048, 128])
+def test_cpu_dispatch_runs_the_tiles_and_its_cost_follows_the_rows(m):
     """On CPU `kernels.xla_ragged_dot` is the tiled GEMM: XLA counts about M*K*N multiply-adds
-    (plus the padding of G tiles), not the G times as many of the masked dense ragged_dot."""
+    (plus the padding of G tiles: at most 2x with `tile_for`), not the G times as many of the
+    masked dense ragged_dot."""
     assert kernels.ragged_dot_is_dense()  # the test machine is a CPU
-    m, k, n, g = 2048, 64, 32, 8
+    k, n, g = 64, 32, 8
     lhs = jax.ShapeDtypeStruct((m, k), jnp.float32)
     rhs = jax.ShapeDtypeStruct((g, k, n), jnp.float32)
     sizes = jax.ShapeDtypeStruct((g,), jnp.int32)
@@ -107,7 +116,7 @@ def test_cpu_dispatch_runs_the_tiles_and_its_cost_follows_the_rows():
         return fn.lower(lhs, rhs, sizes).compile().cost_analysis()["flops"]
 
     real = 2 * m * k * n
-    assert flops(kernels.XLA) <= 1.6 * real  # M + G*128 padded rows = 1.5 M here
+    assert flops(kernels.XLA) <= 2.1 * real
     assert flops(REFERENCE) >= g * real
 
 
