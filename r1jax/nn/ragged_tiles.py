@@ -5,9 +5,10 @@ R rows of the group-aligned layout (R = P * tile), P tiles, L rows of a tile.
 
 XLA:CPU lowers `ragged_dot` (forward and both transposes) to a dense product over every group
 with the rows of other groups masked out: M*G*K*N multiply-adds for M*K*N of real work. Measured
-(jax 0.11.2, 2 CPU cores; M=4096 rows, K=256, N=128, G=8, the three GEMMs of a SwiGLU, forward
-and backward): XLA's cost analysis counts 19.4 GFLOP for `ragged_dot` and 3.1 GFLOP here, and the
-step takes 424 ms against 103 ms (tile 64: 124 ms, tile 256: 104 ms).
+(jax 0.11.2, 2 shared CPU cores; M=4096 rows, K=256, N=128, G=8, the three GEMMs of a SwiGLU,
+forward and backward, median of 9 interleaved runs): XLA's cost analysis counts 19.4 GFLOP for
+`ragged_dot` and 3.0 GFLOP here, and they take 547 ms against 124 ms (tiles of 32, 64, 256 rows:
+163, 137, 136 ms).
 
 Here every group starts on a tile of `tile` rows, so each of the P = ceil(M / tile) + G tiles
 holds rows of one group only (the last tile of a group is zero-padded). One batched GEMM
