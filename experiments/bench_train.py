@@ -83,8 +83,9 @@ def gemm_peak_tflops(n: int, dtype) -> float:
 
 
 def expert_gemm_gflop(cfg: config.ModelConfig, tokens: int) -> tuple[float, float]:
-    """(XLA's count, routed work) in GFLOP of the routed-expert GEMMs of one train step: one MoE
-    layer's `routed_experts` forward + backward, times the MoE layers."""
+    """(XLA's count, routed work) in GFLOP of the routed-expert GEMMs of one train step: XLA's
+    count for one MoE layer's `routed_experts` forward + backward (its GEMMs are all but a few
+    MFLOP of it), times the MoE layers."""
     d, f, e, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.n_routed_experts, cfg.num_experts_per_tok
     dt = jnp.dtype(cfg.dtype)
     shapes = [jax.ShapeDtypeStruct(s, t) for s, t in [

@@ -13,9 +13,9 @@ forward and backward, median of 9 interleaved runs): XLA's cost analysis counts 
 Here every group starts on a tile of `tile` rows, so each of the P = ceil(M / tile) + G tiles
 holds rows of one group only (the last tile of a group is zero-padded). One batched GEMM
 (P, L, K) x (P, K, N) with each tile's expert weight gathered runs at most M + G*(tile - 1)
-rows. The backward pass (custom_vjp) runs the same tiles: dX is the batched GEMM with the transposed
-weights, and dW one float32 (K, N) product per tile summed into its group, so it costs what the
-forward does.
+rows. The backward pass (custom_vjp) runs the same tiles: dX is the batched GEMM with the
+transposed weights, and dW one float32 (K, N) product per tile summed into its group, so it
+costs what the forward does.
 """
 
 from __future__ import annotations
