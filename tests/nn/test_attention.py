@@ -47,11 +47,21 @@ def qkv(seed=0):
     return [jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in shapes]
 
 
-def test_causal_mask_dense_is_the_model_mask():
-    mask = masks()["padded+segments"]
-    want = attention_mask_for(mask.key_valid, mask.segment_ids, None, None, T)
-    np.testing.assert_array_equal(mask.dense(), want)
-    assert mask.dense()[0, 8].tolist() == [False] * 7 + [True, True] + [False] * 11
+def test_causal_mask_is_visibility_by_position_validity_and_segment():
+    """An independent oracle (loops over numpy arrays) for the mask every path here builds from."""
+    for name, mask in masks().items():
+        valid = np.asarray(mask.key_valid)
+        segments = np.zeros((B, T)) if mask.segment_ids is None else np.asarray(mask.segment_ids)
+        want = np.array([[[s <= t and valid[b, s] and segments[b, s] == segments[b, t]
+                           for s in range(T)] for t in range(T)] for b in range(B)])
+        np.testing.assert_array_equal(mask.dense(), want, err_msg=name)
+        for lo, hi in [(0, 8), (8, 16), (16, 20)]:
+            np.testing.assert_array_equal(mask.block(lo, hi), want[:, lo:hi, :hi], err_msg=name)
+        # The model builds the same mask without a cache.
+        np.testing.assert_array_equal(
+            attention_mask_for(mask.key_valid, mask.segment_ids, None, None, T), want)
+    row_0_query_8 = masks()["padded+segments"].dense()[0, 8].tolist()
+    assert row_0_query_8 == [False] * 7 + [True, True] + [False] * 11  # its segment began at 7
 
 
 @pytest.mark.parametrize("name", list(masks()))
