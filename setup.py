@@ -13,6 +13,8 @@ setup(
         "orbax-checkpoint>=0.12",
         "grain>=0.2.18",
         "sentencepiece>=0.2.2",
+        "tokenizers>=0.23",  # Hugging Face tokenizer.json
+        "jinja2>=3.1",  # checkpoints' chat templates
         "numpy>=2.0",
         "ml-collections>=1.0",  # config files and --config.x flags
         "safetensors>=0.7",  # Hugging Face checkpoints
@@ -20,6 +22,8 @@ setup(
         "tqdm>=4.66",  # progress bars
         "matplotlib>=3.9",  # R1-Zero curves
         "pyarrow>=17",  # local Parquet datasets
+        "math-verify[antlr4_13_2]>=0.9",  # the math task's answer equivalence
+        "datasets>=5.2",  # users' data sets saved with save_to_disk
     ],
     extras_require={
         # transformers + torch are the parity oracle; they build tiny reference models locally.

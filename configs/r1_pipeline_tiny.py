@@ -6,13 +6,16 @@ rejection sampling of Dev2 (4 samples on 512 training prompts, correct + well-fo
 kept) and SFT of the base on the kept set (Dev3) -> GRPO at rollout temperature 0.7 (R1).
 Student: a dense tiny Qwen2 (140K params vs the teacher's 176K activated) pretrained on the same
 corpus, then either GRPO alone or distillation from R1 (SFT on R1's rejection samples, or
-forward-KL logit distillation on the same set), at the student FLOPs of its GRPO run.
+forward-KL logit distillation on the same set), at the student FLOPs of its GRPO run. With the
+argument `llama` the student is a tiny Llama 3 of the same shapes instead (no q/k/v biases, Llama
+3.1 RoPE frequency scaling), as DeepSeek-R1-Distill-Llama.
 Held-out: 64 problems, pass@1 over k=4 samples at T=0.6 / top-p 0.95, cons@4.
 
 Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py \
               --workdir runs/r1_pipeline
           python experiments/r1_zero.py --config configs/r1_pipeline_tiny.py --workdir runs/r1_zero
           (R1-Zero alone: the stages base and r1_zero of this recipe)
+          --config configs/r1_pipeline_tiny.py:llama   (the Llama student; `llama,runlocal` too)
 Hardware: 2 CPU cores.  (`:runlocal`: every stage for 2 steps on 4 problems, a smoke test.)
 Expected: see README.md (the tables this recipe printed, with seeds and the machine).
 The RL learning rate 3e-5 was chosen on this base: 1e-4 gained half as much, 3e-4 collapsed the
@@ -23,12 +26,17 @@ import dataclasses
 
 from r1jax.config import tiny
 from r1jax.eval.evaluate import EvalConfig
+from r1jax.models.llama import tiny as llama_tiny
 from r1jax.models.qwen2 import tiny as qwen2_tiny
 from r1jax.recipe.config import (DataSetConfig, GRPOStageConfig, LogitStageConfig, PipelineConfig,
                                  TrainStageConfig)
 from r1jax.rl.grpo_step import GRPOConfig
 from r1jax.train.experiment import DataConfig, TrainConfig
 from r1jax.train.optim import OptimConfig
+
+# Recipe arguments, comma-separated: `runlocal` (the smoke test) and the student architecture.
+ARGS = ("runlocal", "llama", "llama,runlocal")
+STUDENTS = {"qwen2": qwen2_tiny, "llama": llama_tiny}  # default: qwen2
 
 TASK, DIGITS = "arithmetic", (("max_digits", 2),)
 EVAL = EvalConfig(task=TASK, task_kwargs=DIGITS, num_problems=64, k=4, max_new_tokens=48)
@@ -62,7 +70,10 @@ def data_set(seed, **kw):
 
 
 def get_config(arg=None):
-    teacher, student = tiny(vocab_size=512, init_std=0.02), qwen2_tiny(vocab_size=512)
+    options = set((arg or "").split(","))
+    student_architecture = "llama" if "llama" in options else "qwen2"
+    teacher = tiny(vocab_size=512, init_std=0.02)
+    student = STUDENTS[student_architecture](vocab_size=512)
     cfg = PipelineConfig(
         name="r1_pipeline_tiny",
         base=pretrain("base", teacher),
@@ -82,7 +93,7 @@ def get_config(arg=None):
         student_sft=sft("student_sft", 1),
         student_logit=sft("student_logit", 1, LogitStageConfig),
     )
-    return runlocal(cfg) if arg == "runlocal" else cfg
+    return runlocal(cfg) if "runlocal" in options else cfg
 
 
 def runlocal(cfg: PipelineConfig) -> PipelineConfig:

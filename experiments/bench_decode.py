@@ -48,7 +48,7 @@ def main():
     bytes_per = jnp.dtype(cfg.dtype).itemsize
     latent = cfg.latent_cache_values_per_token() * cfg.num_layers * bytes_per
     full = cfg.full_kv_cache_values_per_token() * cfg.num_layers * bytes_per
-    print(f"| model | rows | prompt | new tokens | seconds | decode tokens/s | cache B/token (latent) | cache B/token (full K/V) |")
+    print("| model | rows | prompt | new tokens | seconds | decode tokens/s | cache B/token (latent) | cache B/token (full K/V) |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.size} | {args.batch} | {args.prompt} | {args.new_tokens} | {secs:.3f} | "
           f"{args.batch * args.new_tokens / secs:,.0f} | {latent:,} | {full:,} |")

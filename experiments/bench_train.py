@@ -3,7 +3,7 @@
   python experiments/bench_train.py [--size moe_1b] [--batch 8] [--seq 2048] [--steps 10]
       [--dtype bfloat16] [--kernels xla] [--gemm 8192]
   python experiments/bench_train.py --size deepseek_v3_small --batch 8 --seq 256 --dtype float32 \
-      --kernels xla_reference,xla --gemm 2048 --steps 7        # the CPU before/after of BENCHMARKS.md
+      --kernels xla_reference,xla --gemm 2048 --steps 9        # the CPU before/after of BENCHMARKS.md
 
 Measures, in one run on the current device: the GEMM peak in `--dtype` (an n^3 matmul; `--gemm
 0` skips it and MFU), then the jitted sft_step's median step time, tokens/s and MFU = train FLOPs
@@ -15,9 +15,6 @@ is to the first. Also prints XLA's cost analysis of the step and of the routed-e
 MoE layer's `routed_experts`, forward + backward, times the MoE layers), next to the routed work
 (3 GEMMs x 2*N*K*D*F x 3 for forward + backward, per MoE layer). Markdown tables for
 BENCHMARKS.md with the device, jax version and date.
-
-`deepseek_v3_small` (here, not a library size): DeepSeek-V3's head dims (d_qk = 128 + 64, d_v =
-128) at hidden 256 with 4 layers (1 dense), 8 routed experts top-2 plus 1 shared, no MTP.
 """
 
 from __future__ import annotations
@@ -46,20 +43,6 @@ from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, replicated  # 
 from r1jax.train.optim import OptimConfig, make_optimizer  # noqa: E402
 from r1jax.train.state import create_sharded_state  # noqa: E402
 from r1jax.train.steps import sft_step_fn  # noqa: E402
-
-
-BENCH_SIZES = {
-    "deepseek_v3_small": lambda: config.ModelConfig(
-        vocab_size=1024, hidden_size=256, num_layers=4, num_heads=4, q_lora_rank=128,
-        kv_lora_rank=128, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
-        intermediate_size=1024, moe_intermediate_size=128, first_k_dense=1, n_routed_experts=8,
-        n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1, num_mtp_modules=0,
-        yarn=None, max_position_embeddings=4096, init_std=0.02),
-}
-
-
-def model_config(size: str) -> config.ModelConfig:
-    return BENCH_SIZES[size]() if size in BENCH_SIZES else config.get_model_config(size)
 
 
 def interleaved_medians(fns: dict, *args, repeats: int) -> dict[str, float]:
@@ -106,7 +89,7 @@ def expert_gemm_gflop(cfg: config.ModelConfig, tokens: int) -> tuple[float, floa
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="moe_1b", help=f"{sorted(config.SIZES) + sorted(BENCH_SIZES)}")
+    parser.add_argument("--size", default="moe_1b", choices=sorted(config.SIZES))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=10)
@@ -118,7 +101,8 @@ def main():
 
     choices = args.kernels.split(",")
     peak = gemm_peak_tflops(args.gemm, jnp.dtype(args.dtype)) if args.gemm else None
-    cfgs = {c: dataclasses.replace(model_config(args.size), dtype=args.dtype, kernels=c) for c in choices}
+    base = config.get_model_config(args.size)
+    cfgs = {c: dataclasses.replace(base, dtype=args.dtype, kernels=c) for c in choices}
     mesh = make_mesh(MeshConfig())
     tx = make_optimizer(OptimConfig(), 1000, models.param_roles(cfgs[choices[0]]))
     with jax.set_mesh(mesh):

@@ -16,9 +16,13 @@ import os
 DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
-def parse_args(argv=None, *, description: str = "", add_arguments=None):
+def parse_args(argv=None, *, description: str = "", add_arguments=None,
+               single_process: str | None = None):
     """(args, config), with jax.distributed initialised when more than one process is asked for;
-    `add_arguments(parser)` adds a script's own flags."""
+    `add_arguments(parser)` adds a script's own flags. A script that runs in one process only
+    names itself in `single_process`: the distributed flags and variables are then refused."""
+    if single_process:
+        single_process_only(single_process)
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if add_arguments is not None:
@@ -36,6 +40,8 @@ def parse_args(argv=None, *, description: str = "", add_arguments=None):
     from r1jax.train.experiment import apply_overrides, load_config
 
     cfg = apply_overrides(load_config(args.config), rest)
+    if single_process and args.num_processes > 1:
+        raise SystemExit(f"{single_process} runs in a single process; drop --num_processes")
     setup_distributed(args)
     return args, cfg
 

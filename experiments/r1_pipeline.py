@@ -20,15 +20,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.cli import parse_args  # noqa: E402
 
 
-def write_tables(cfg, results: dict, workdir: str, tables) -> None:
-    """Print and write the tables (process 0 only)."""
+def write_tables(cfg, runs: dict | list[dict], workdir: str, tables) -> None:
+    """Print and write the tables of one run's results or several seeds' (process 0 only)."""
     from r1jax.distributed import is_main
+    from r1jax.eval.machine import describe
     from r1jax.recipe.tables import make_table, title
 
     if not is_main():
         return
+    runs = [runs] if isinstance(runs, dict) else runs
+    seeds = "seed 0" if len(runs) == 1 else f"mean ± std over seeds 0-{len(runs) - 1}"
     for name in tables:
-        text = f"{name}: {title(name, cfg)}\n\n{make_table(name, results)}"
+        text = (f"{name}: {title(name, cfg)}; {seeds}\n\n{make_table(name, runs)}\n"
+                f"{describe()}\n")
         with open(os.path.join(workdir, f"table_{name}.md"), "w") as f:
             f.write(text)
         print(f"\n{text}")

@@ -164,6 +164,16 @@ def tiny(**kw) -> ModelConfig:
     return base.replace(**kw)
 
 
+def deepseek_v3_small(**kw) -> ModelConfig:
+    """The CPU comparison model (experiments/bench_peers.py, bench_train.py): 4 layers (1 dense +
+    3 MoE), hidden 256, MLA with 8 heads, 8 routed experts top-2, no MTP (HF's model has none)."""
+    small = dict(vocab_size=1024, hidden_size=256, num_layers=4, num_heads=8, q_lora_rank=128,
+                 kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+                 intermediate_size=512, moe_intermediate_size=128, num_mtp_modules=0, yarn=None,
+                 max_position_embeddings=512)
+    return tiny(**{**small, **kw})
+
+
 def deepseek_v3_671b(**kw) -> ModelConfig:
     """The published DeepSeek-V3 / R1 shapes (config_671B.json)."""
     return ModelConfig().replace(**kw)
@@ -195,7 +205,7 @@ def moe_1b(**kw) -> ModelConfig:
     return base.replace(**kw)
 
 
-SIZES = {"tiny": tiny, "deepseek_v3_671b": deepseek_v3_671b, "deepseek_v2_lite": deepseek_v2_lite,
+SIZES = {"tiny": tiny, "deepseek_v3_small": deepseek_v3_small, "deepseek_v3_671b": deepseek_v3_671b, "deepseek_v2_lite": deepseek_v2_lite,
          "moe_1b": moe_1b}
 
 

@@ -1,7 +1,9 @@
-"""Tiny random Hugging Face DeepSeek-V3 models, built locally: the parity oracle."""
+"""Tiny random Hugging Face DeepSeek-V3 models, built locally: the parity oracle; and r1jax params
+made to show every tensor of a round trip."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -56,3 +58,14 @@ def hf_logits(model, tokens: np.ndarray, attention_mask=None, positions=None) ->
                     attention_mask=None if attention_mask is None else torch.as_tensor(attention_mask),
                     position_ids=None if positions is None else torch.as_tensor(positions, dtype=torch.long))
     return out.logits.float().numpy()
+
+
+def with_moved_norms_and_biases(params: dict) -> dict:
+    """`params` with norm scales and biases moved off their initial 1 and 0 (by 0.1 N(0,1), keyed
+    by the path), so a round trip that dropped or swapped one of them shows in the logits."""
+    def move(path, x):
+        if "scale" not in str(path) and "bias" not in str(path):
+            return x
+        return x + 0.1 * jax.random.normal(jax.random.key(len(jax.tree_util.keystr(path))), x.shape)
+
+    return jax.tree_util.tree_map_with_path(move, params)

@@ -19,8 +19,9 @@ SCRIPTS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
 def test_script_honours_or_refuses_the_distributed_flags(path):
     source = open(path).read()
-    honours = re.search(r"from experiments\.(cli|r1_pipeline) import .*\bparse_args\b", source)
-    refuses = "single_process_only(" in source
+    refuses = "single_process_only(" in source or "single_process=" in source
+    honours = (re.search(r"from experiments\.(cli|r1_pipeline) import .*\bparse_args\b", source)
+               and "single_process=" not in source)
     assert bool(honours) != refuses, f"{path}: use experiments.cli.parse_args or single_process_only"
 
 

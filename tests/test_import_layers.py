@@ -21,7 +21,7 @@ PACKAGE_ROOT = pathlib.Path(r1jax.__file__).resolve().parent
 # The layers, top to bottom. A package may import its own modules and packages of lower layers.
 LAYERS = (
     ("r1jax.recipe",),
-    ("r1jax.rl", "r1jax.eval", "r1jax.distill"),
+    ("r1jax.rl", "r1jax.eval", "r1jax.distill", "r1jax.plan"),
     ("r1jax.rollout", "r1jax.train"),
     ("r1jax.sharding", "r1jax.interop"),
     ("r1jax.models", "r1jax.data", "r1jax.distributed"),

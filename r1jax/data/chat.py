@@ -22,6 +22,23 @@ R1_ZERO_SYSTEM = (
 )
 SHORT_SYSTEM = "Think in <think> </think>, then answer in <answer> </answer>."
 
+# The same format as a chat template, for code that formats conversations through the tokenizer
+# interface: [system, user] with add_generation_prompt renders `format_prompt`, and an assistant
+# message with the completion (no leading space) renders `format_example`. Messages are joined by
+# "\n" ({{ "\n" }}, since trim_blocks would eat a literal newline after a tag).
+R1_ZERO_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if not loop.first %}{{ '\\n' }}{% endif %}"
+    "{% if message.role == 'user' %}User: "
+    "{% elif message.role == 'assistant' %}Assistant: "
+    "{% elif message.role != 'system' %}"
+    "{{ raise_exception('roles are system, user and assistant, not ' + message.role) }}"
+    "{% endif %}"
+    "{{ message.content }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\\nAssistant:' }}{% endif %}"
+)
+
 
 def format_prompt(example: dict, system: str = SHORT_SYSTEM) -> str:
     """The text the model is conditioned on; it ends where the completion starts."""

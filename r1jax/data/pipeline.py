@@ -13,14 +13,15 @@ Token batches (pretraining and SFT share them, so one train step consumes both):
                                stay within equal, nonzero segment ids.
     positions    (B, L) int32  position within the document (restarts at 0 for each document)
 RL prompt batches:
-    prompt_tokens   (B, P) int32  bos + templated prompt, padded with 0 on `pad_side`
+    prompt_tokens   (B, P) int32  bos (if the tokenizer has one) + templated prompt, padded with
+                                  0 on `pad_side`
     prompt_mask     (B, P) bool   True on real prompt tokens
     prompt_lengths  (B,)   int32
     examples        (B,)   object  each row's example dict, untouched (`prompt`, `answer`, `task`,
                                    `numbers`, ...): what the task's verifier reads
 B is the per-process batch: batch_size // num_shards.
 
-Long texts: only what can fit is tokenized (`Tokenizer.encode_prefix`): a row takes seq_len + 1
+Long texts: only what can fit is tokenized (`TextTokenizer.encode_prefix`): a row takes seq_len + 1
 tokens at most, so a 10 MB document costs what its first seq_len tokens cost, and the rows are
 exactly those of the whole text cut after tokenizing.
 
@@ -42,7 +43,7 @@ import grain
 import numpy as np
 
 from r1jax.data import chat
-from r1jax.data.tokenizer import Tokenizer
+from r1jax.data.text_tokenizer import TextTokenizer
 
 TOKEN_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 _PACKED = ("inputs", "targets", "loss_mask")
@@ -67,9 +68,14 @@ def _stack_batch(rows: Sequence[dict]) -> dict:
     return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
 
-def _document_features(tokenizer: Tokenizer, text: str, seq_len: int) -> dict:
+def _bos(tokenizer: TextTokenizer) -> list[int]:
+    """What a document starts with: bos, or nothing for tokenizers without one (Qwen2.5)."""
+    return [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+
+
+def _document_features(tokenizer: TextTokenizer, text: str, seq_len: int) -> dict:
     # A row holds seq_len + 1 ids: only the text's first seq_len tokens are ever tokenized.
-    ids = [tokenizer.bos_id, *tokenizer.encode_prefix(text, seq_len), tokenizer.eos_id]
+    ids = [*_bos(tokenizer), *tokenizer.encode_prefix(text, seq_len), tokenizer.eos_id]
     ids = ids[: seq_len + 1]
     return {"inputs": np.asarray(ids[:-1], np.int32), "targets": np.asarray(ids[1:], np.int32),
             "loss_mask": np.ones(len(ids) - 1, np.int32)}
@@ -83,7 +89,7 @@ def _from_packed(packed: dict) -> dict:
 
 
 def pretraining_batches(
-    examples: grain.MapDataset, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
+    examples: grain.MapDataset, tokenizer: TextTokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
     num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
     num_packing_bins: int | None = None, system: str = chat.SHORT_SYSTEM,
 ) -> grain.IterDataset:
@@ -101,7 +107,7 @@ def pretraining_batches(
     return ds.map(_from_packed).batch(rows, drop_remainder=True, batch_fn=_stack_batch)
 
 
-def sft_features(tokenizer: Tokenizer, example: dict, seq_len: int, system: str = chat.SHORT_SYSTEM) -> dict:
+def sft_features(tokenizer: TextTokenizer, example: dict, seq_len: int, system: str = chat.SHORT_SYSTEM) -> dict:
     """One padded SFT row: the loss covers the completion and its eos, never the prompt.
 
     Prompt and completion are tokenized separately, as at sampling time (the model continues
@@ -111,7 +117,7 @@ def sft_features(tokenizer: Tokenizer, example: dict, seq_len: int, system: str 
     """
     prompt, completion = chat.format_prompt(example, system), chat.completion_of(example)
     # The row holds seq_len + 1 ids: only those are tokenized, the rest of either text never is.
-    prompt_ids = [tokenizer.bos_id, *tokenizer.encode_prefix(prompt, seq_len)]
+    prompt_ids = [*_bos(tokenizer), *tokenizer.encode_prefix(prompt, seq_len)]
     room = seq_len + 1 - len(prompt_ids)
     completion_ids = [*tokenizer.encode_prefix(completion, room), tokenizer.eos_id] if room else []
     ids = (prompt_ids + completion_ids)[: seq_len + 1]
@@ -170,7 +176,7 @@ class SkippedRows:
 
 
 def sft_batches(
-    examples: grain.MapDataset, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
+    examples: grain.MapDataset, tokenizer: TextTokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
     num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
     system: str = chat.SHORT_SYSTEM, skipped: SkippedRows | None = None,
 ) -> grain.IterDataset:
@@ -191,10 +197,10 @@ def sft_batches(
     return ds.map(lambda pair: pair[1]).batch(rows, drop_remainder=True, batch_fn=stack)
 
 
-def rl_prompt_features(tokenizer: Tokenizer, example: dict, max_prompt_len: int, pad_side: str = "left",
+def rl_prompt_features(tokenizer: TextTokenizer, example: dict, max_prompt_len: int, pad_side: str = "left",
                        system: str = chat.SHORT_SYSTEM) -> dict:
     """Token arrays of one RL prompt plus the example itself, untouched, for its verifier."""
-    ids = [tokenizer.bos_id, *tokenizer.encode(chat.format_prompt(example, system))]
+    ids = [*_bos(tokenizer), *tokenizer.encode(chat.format_prompt(example, system))]
     if len(ids) > max_prompt_len:
         # Cutting a prompt would change the problem the reward checks, so refuse instead.
         raise ValueError(f"prompt {example['prompt'][:60]!r} is {len(ids)} tokens > "
@@ -219,7 +225,7 @@ def rl_batch(rows: Sequence[dict]) -> dict:
 
 
 def rl_prompt_batches(
-    examples: grain.MapDataset, tokenizer: Tokenizer, *, max_prompt_len: int, batch_size: int,
+    examples: grain.MapDataset, tokenizer: TextTokenizer, *, max_prompt_len: int, batch_size: int,
     seed: int = 0, num_epochs: int | None = None, num_shards: int = 1, shard_index: int = 0,
     pad_side: str = "left", system: str = chat.SHORT_SYSTEM,
 ) -> grain.IterDataset:

@@ -10,28 +10,27 @@ Choices, and why:
   (no NFKC rewriting, no whitespace collapsing), which the SFT loss mask and the rewards rely on.
 """
 
-import functools
 import io
 import os
 import tempfile
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import sentencepiece as spm
 
 from r1jax.data import chat, corpus
+from r1jax.data.chat_template import ChatTemplate
+from r1jax.data.text_tokenizer import TextTokenizer
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 USER_DEFINED_SYMBOLS = (*chat.TAGS, "\n")
 DEFAULT_VOCAB_SIZE = 512
 _BYTE_PIECES = 256  # byte_fallback reserves one piece per byte value
-# BPE may segment the last few tokens of a cut text differently from the whole text (a cut inside
-# a word or a tag); at most 4 differed on the corpus and on random text, so 16 spare tokens keep
-# every returned token equal to the whole text's.
-_CUT_MARGIN_TOKENS = 16
+_EMBEDDED_TEMPLATE = ChatTemplate(chat.R1_ZERO_CHAT_TEMPLATE, origin="r1jax.data.chat.R1_ZERO_CHAT_TEMPLATE")
 
 
-class Tokenizer:
-    """Thin wrapper over a SentencePieceProcessor with the ids above."""
+class Tokenizer(TextTokenizer):
+    """Thin wrapper over a SentencePieceProcessor with the ids above; its chat template is the
+    embedded R1-Zero one (`chat.R1_ZERO_CHAT_TEMPLATE`)."""
 
     def __init__(self, model_path: str):
         if not os.path.exists(model_path):
@@ -45,6 +44,10 @@ class Tokenizer:
                              f"{(PAD_ID, BOS_ID, EOS_ID)}: retrain with train_tokenizer")
 
     @property
+    def path(self) -> str:
+        return self.model_path
+
+    @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
@@ -54,25 +57,10 @@ class Tokenizer:
         """Token ids of `text`, without bos/eos (callers add them where a document starts/ends)."""
         return self._sp.encode(text, out_type=int)
 
-    @functools.cached_property
-    def max_piece_chars(self) -> int:
-        """The most characters one token stands for: `n * max_piece_chars` characters of text
-        encode to at least n tokens (byte and control pieces count their spelling: an overstatement,
-        which only makes a cut longer)."""
-        return max(len(self._sp.id_to_piece(i)) for i in range(self.vocab_size))
-
-    def encode_prefix(self, text: str, max_tokens: int) -> list[int]:
-        """`encode(text)[:max_tokens]`, tokenizing only a prefix of `text` long enough to hold
-        them: a 10 MB document costs what its first `max_tokens` tokens cost."""
-        if max_tokens <= 0:
-            return []
-        limit = (max_tokens + _CUT_MARGIN_TOKENS) * self.max_piece_chars
-        while limit < len(text):
-            ids = self.encode(text[:limit])
-            if len(ids) >= max_tokens + _CUT_MARGIN_TOKENS:
-                return ids[:max_tokens]
-            limit *= 2  # a normalisation that shortens text (collapsed spaces) left too few tokens
-        return self.encode(text)[:max_tokens]
+    def _piece_lengths(self) -> Iterable[int]:
+        # Byte and control pieces count their spelling: an overstatement, which only makes a
+        # cut longer.
+        return (len(self._sp.id_to_piece(i)) for i in range(self.vocab_size))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; pad, bos and eos are dropped (sentencepiece skips control ids)."""
@@ -83,6 +71,11 @@ class Tokenizer:
 
     def piece_to_id(self, piece: str) -> int:
         return self._sp.piece_to_id(piece)
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *,
+                            add_generation_prompt: bool = False, **template_kwargs) -> str:
+        return _EMBEDDED_TEMPLATE.render(messages, add_generation_prompt=add_generation_prompt,
+                                         **template_kwargs)
 
 
 def train_tokenizer(model_path: str, texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> None:

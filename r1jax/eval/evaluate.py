@@ -11,20 +11,25 @@ import dataclasses
 
 import jax
 import numpy as np
+import tqdm
 
 from r1jax import data as rdata
 from r1jax.field_checks import at_least, between, check_fields, positive
-from r1jax.eval.pass_at_k import cons_at_k_verified, pass_at_1
+from r1jax.eval.pass_at_k import cons_at_k_verified, pass_at_1, pass_at_k
 from r1jax.rollout import SamplingConfig, generate, prompt_batches, score
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """A held-out set and how it is sampled. Problems: the first `num_problems` distinct held-out
-    problems of `task` (r1jax/data/sources.py), disjoint from every training split."""
+    problems of `task` (r1jax/data/sources.py), disjoint from every training split; or, when
+    `task` names a data file or save_to_disk directory (a test set), its first `num_problems`
+    rows."""
 
     task: str = "arithmetic"
     task_kwargs: tuple = ()  # (knob, value) pairs, e.g. (("max_digits", 2),)
+    # A data file's fields when its layout is not recognised by their names (r1jax/data/layouts.py).
+    fields: rdata.FieldMap = dataclasses.field(default_factory=rdata.FieldMap)
     num_problems: int = 64
     k: int = 4  # samples per problem
     temperature: float = 0.6  # R1's evaluation sampling [REFERENCE §4.4]
@@ -44,25 +49,56 @@ class EvalConfig:
 
 
 def heldout_set(cfg: EvalConfig) -> list[dict]:
+    if cfg.task not in rdata.tasks.TASKS and rdata.is_data_path(cfg.task):
+        problems = rdata.file_dataset([cfg.task], cfg.fields)
+        if len(problems) < cfg.num_problems:
+            raise ValueError(f"eval.num_problems={cfg.num_problems} but {cfg.task} has "
+                             f"{len(problems)} problems; ask for at most that many")
+        return [problems[i] for i in range(cfg.num_problems)]
     return rdata.heldout_problems(cfg.task, num_problems=cfg.num_problems, **dict(cfg.task_kwargs))
 
 
-def evaluate(model_cfg, params, tok, problems: list[dict], cfg: EvalConfig, *, mesh=None) -> dict:
-    """pass@1 (over k samples) and cons@k in percent, plus the mean response length in tokens."""
+def sample_problems(model_cfg, params, tok, problems: list[dict], cfg: EvalConfig, *, mesh=None,
+                    progress: bool = False) -> list[dict]:
+    """One record per problem: the problem's fields and its k samples (`texts`, `correct`,
+    `answers` (the verifier's canonical answer, None when unparsed), `lengths` in tokens)."""
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, num_samples=cfg.k)
-    correct, keys, lengths = [], [], []
     key = jax.random.key(cfg.seed)
     batches = prompt_batches(tok, problems, batch_size=cfg.prompts_per_batch,
                              max_prompt_len=cfg.max_prompt_len)
+    bar = tqdm.tqdm(total=len(problems), desc="evaluate", unit="problem", disable=not progress)
+    records = []
     for i, (batch, real) in enumerate(batches):
         rollout = generate(model_cfg, params, tok, batch, sampling, jax.random.fold_in(key, i),
                            mesh=mesh).first_prompts(real)
         scores = score(rollout.texts, rollout.examples)
         for p in range(real):
             rows = slice(p * cfg.k, (p + 1) * cfg.k)
-            correct.append(scores.correct[rows].tolist())
-            keys.append(scores.keys[rows])
-        lengths.extend(rollout.lengths.tolist())
-    return {"pass@1": 100 * pass_at_1(correct), f"cons@{cfg.k}": 100 * cons_at_k_verified(keys, correct),
-            "response_length": float(np.mean(lengths)), "problems": len(problems)}
+            records.append({**rollout.examples[rows.start], "texts": rollout.texts[rows],
+                            "correct": scores.correct[rows].tolist(),
+                            "answers": [None if a is None else str(a) for a in scores.keys[rows]],
+                            "lengths": rollout.lengths[rows].tolist()})
+        bar.update(real)
+    bar.close()
+    return records
+
+
+def summarize(records: list[dict], pass_k: tuple[int, ...] = ()) -> dict:
+    """pass@1 (mean over each problem's samples), unbiased pass@k for each k in `pass_k`, cons@k
+    over all samples (the verifier-judged majority vote), all in percent; mean response length."""
+    correct = [r["correct"] for r in records]
+    k = len(correct[0])
+    out = {"pass@1": 100 * pass_at_1(correct)}
+    for j in pass_k:
+        if j > 1:
+            out[f"pass@{j}"] = 100 * pass_at_k(correct, j)
+    out[f"cons@{k}"] = 100 * cons_at_k_verified([r["answers"] for r in records], correct)
+    out["response_length"] = float(np.mean([n for r in records for n in r["lengths"]]))
+    out["problems"] = len(records)
+    return out
+
+
+def evaluate(model_cfg, params, tok, problems: list[dict], cfg: EvalConfig, *, mesh=None) -> dict:
+    """pass@1 (over k samples) and cons@k in percent, plus the mean response length in tokens."""
+    return summarize(sample_problems(model_cfg, params, tok, problems, cfg, mesh=mesh))

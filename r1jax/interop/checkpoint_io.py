@@ -1,7 +1,7 @@
 """What every Hugging Face architecture shares: config.json, tensors read by name, layouts, writing.
 
-The architecture modules (deepseek_v3.py, qwen2.py) hold only their name tables and config
-mapping and build on this layer; hf.py dispatches to them. Nothing here knows an architecture.
+The architecture modules (deepseek_v3.py; qwen2.py and llama.py over dense.py) hold only their
+name tables and config mapping and build on this layer; hf.py dispatches to them. Nothing here knows an architecture.
 
 - `read_config_json`: the config.json dict, read once per load and handed to the detector and
   the parser; `check_architecture` and `require_fields` are the parsers' checks of it, whose

@@ -2,7 +2,7 @@
 
 Every function dispatches on the config type: a `ModelConfig` runs DeepSeek-V3 (below); other
 architectures register their config type in `ARCHITECTURES` with a module of the same functions
-(`Qwen2Config` -> `r1jax.models.qwen2`, the dense R1-Distill student).
+(`Qwen2Config` and `LlamaConfig` -> `r1jax.models.dense`, the dense R1-Distill students).
 
 Params are a pure nested dict of arrays (what orbax saves and `r1jax.interop.hf` maps to Hugging
 Face names). The NNX module is rebuilt abstractly from the config and merged with the params
@@ -18,13 +18,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
-from r1jax.models import qwen2
-from r1jax.models import deepseek_v3
+from r1jax.models import deepseek_v3, dense, llama, qwen2
 from r1jax.models.deepseek_v3 import DeepseekV3
 from r1jax.nn.params import merge_params, variable_axes, variable_roles
 
 # Config type -> module with the same functional API (DeepSeek-V3 is this module itself).
-ARCHITECTURES = {qwen2.Qwen2Config: qwen2}
+ARCHITECTURES = {qwen2.Qwen2Config: dense, llama.LlamaConfig: dense}
 
 
 def _dispatch_on_config(fn):

@@ -7,7 +7,7 @@ import math
 import jax
 
 from r1jax.config import ModelConfig
-from r1jax.models import qwen2
+from r1jax.models import dense
 from r1jax.models.api import abstract_params
 
 
@@ -19,9 +19,10 @@ def count_params(cfg: ModelConfig) -> dict[str, int]:
     """Counts without allocating. `activated` is what one token touches in the main model: all
     non-routed params plus K of the E routed experts per MoE layer (embedding and head
     included, as DeepSeek counts 37B). Routing biases count as params here (tiny).
-    A Qwen2Config gets the dense counts of `qwen2.count_params` (with `non_embedding`)."""
-    if isinstance(cfg, qwen2.Qwen2Config):
-        return qwen2.count_params(cfg)
+    A dense student's config (Qwen2Config, LlamaConfig) gets the counts of `dense.count_params`
+    (with `non_embedding`)."""
+    if isinstance(cfg, dense.DenseConfig):
+        return dense.count_params(cfg)
     p = abstract_params(cfg)
     mtp = _size(p.get("mtp", {}))
     total = _size(p) - mtp
@@ -37,8 +38,8 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     backward, plus causal attention 3 * 2 * (d_qk + d_v) * H * T/2 per layer (QK^T and PV,
     forward x3). The embedding lookup is not a matmul and is left out; the head is counted.
     MTP modules count like one more MoE layer each plus their eh_proj and head."""
-    if isinstance(cfg, qwen2.Qwen2Config):
-        return qwen2.train_flops_per_token(cfg, seq_len)
+    if isinstance(cfg, dense.DenseConfig):
+        return dense.train_flops_per_token(cfg, seq_len)
     c = count_params(cfg)
     embed = cfg.vocab_size * cfg.hidden_size
     matmul_params = c["activated"] - embed * (0 if cfg.tie_word_embeddings else 1)

@@ -19,7 +19,7 @@ from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe import MoE
 from r1jax.nn.norms import RMSNorm
-from r1jax.nn.partitioning import constrain
+from r1jax.nn.partitioning import constrain, lookup_table
 from r1jax.nn.params import normal_param
 from r1jax.nn.rope import rope_cos_sin
 
@@ -63,9 +63,19 @@ class MTPModule(nnx.Module):
         d, eps, pd = cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype
         self.enorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
         self.hnorm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
-        self.eh_proj = normal_param(rngs, (2 * d, d), (None, "embed"), cfg.init_std, pd)
+        # (2D, D): both dims are model dims ([emb; h] in, h' out); the first takes the FSDP axes
+        # (2D divides by fsdp x expert where D alone does not), the second what is left.
+        self.eh_proj = normal_param(rngs, (2 * d, d), ("embed", "embed"), cfg.init_std, pd)
         self.block = Block(cfg, moe=True, rngs=rngs)
         self.head_norm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
+
+
+def output_logits(h: jax.Array, embed: jax.Array, lm_head: jax.Array | None) -> jax.Array:
+    """Logits (B, T, V) float32 of h (B, T, D) through lm_head (D, V), or, tied (lm_head None),
+    through the embedding (V, D). The output head stays out of low precision."""
+    if lm_head is None:
+        return jnp.einsum("btd,vd->btv", h, embed.astype(h.dtype), preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", h, lm_head.astype(h.dtype), preferred_element_type=jnp.float32)
 
 
 def attention_mask_for(tokens_mask, segment_ids, cache_valid, cache_index, t):
@@ -90,12 +100,8 @@ class DeepseekV3(nnx.Module):
         self.mtp = nnx.List([MTPModule(cfg, rngs=rngs) for _ in range(cfg.num_mtp_modules)])
 
     def head(self, h: jax.Array) -> jax.Array:
-        # The output head stays out of low precision: logits in float32.
-        if self.cfg.tie_word_embeddings:
-            return jnp.einsum("btd,vd->btv", h, self.embed[...].astype(h.dtype),
-                              preferred_element_type=jnp.float32)
-        return jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(h.dtype),
-                          preferred_element_type=jnp.float32)
+        lm_head = None if self.cfg.tie_word_embeddings else self.lm_head[...]
+        return output_logits(h, self.embed[...], lm_head)  # (B, T, V) float32
 
     def __call__(self, tokens, positions=None, attention_mask=None, segment_ids=None, cache=None,
                  with_mtp=True):
@@ -119,7 +125,7 @@ class DeepseekV3(nnx.Module):
                 else attention_mask_for(token_mask, segment_ids, cache_valid, index, t))
         cos, sin = rope_cos_sin(cfg, positions)
 
-        h = constrain(self.embed[...].astype(dt)[tokens], ACTIVATION_AXES)  # (B, T, D)
+        h = constrain(lookup_table(self.embed[...].astype(dt))[tokens], ACTIVATION_AXES)  # (B, T, D)
         loads, balance, new_c, new_r = [], jnp.zeros((), jnp.float32), [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache["c_kv"][i], cache["k_rope"][i])
@@ -152,7 +158,7 @@ class DeepseekV3(nnx.Module):
         being last, are never attended to by earlier positions under the causal mask).
         """
         dt = h_prev.dtype
-        emb = self.embed[...].astype(dt)
+        emb = lookup_table(self.embed[...].astype(dt))  # (V, D)
         out, loads = [], []
         for k, mod in enumerate(self.mtp, start=1):
             shifted = jnp.pad(tokens[:, k:], ((0, 0), (0, k)))  # (B, T)

@@ -1,40 +1,46 @@
 """Qwen2 / Qwen2.5: the dense student architecture of DeepSeek-R1-Distill-Qwen [R1 §2.4].
 
-embedding -> [GQA attention (q/k/v biases, plain RoPE) + SwiGLU] x L -> RMSNorm -> head.
-
-Axis glossary: B batch, T tokens, S key slots, D hidden, V vocab, L layers, H query heads,
-K key/value heads (GQA: query head h reads kv head h // G), G = H / K, Dh head dim, F mlp.
-
-Same functional API as the DeepSeek-V3 model (`r1jax.models` dispatches on the config type):
-params are a pure dict, `forward` merges them into the NNX module inside the trace and returns
-(logits float32, aux) with the DeepSeek aux keys (zero balance loss, empty expert load), so the
-training steps run unchanged.
+The model is the shared dense decoder (dense.py) with biases on q, k and v; this module holds the
+Qwen2 config, its named sizes, and the names the rest of the code knows it by.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+from typing import ClassVar
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
+from r1jax.models.dense import (  # the Qwen2 names of the shared decoder
+    ACTIVATION_AXES,
+    Block,
+    DenseConfig,
+    DenseDecoder,
+    GQAttention,
+    abstract_params,
+    bind,
+    count_params,
+    forward,
+    init,
+    init_cache,
+    mtp_depth,
+    param_axes,
+    param_roles,
+    train_flops_per_token,
+    update_routing_biases,
+)
 
-from r1jax.models.deepseek_v3 import attention_mask_for
-from r1jax.nn.linear import project, project_in
-from r1jax.nn.mla import masked_softmax
-from r1jax.nn.mlp import SwiGLU
-from r1jax.nn.norms import RMSNorm
-from r1jax.nn.params import merge_params, normal_param, variable_axes, variable_roles, zeros_param
-from r1jax.nn.partitioning import constrain
-from r1jax.nn.rope import apply_rope, plain_rope_cos_sin
+Qwen2 = DenseDecoder  # the NNX module, as it was first named
 
-ACTIVATION_AXES = ("batch", "length", "embed")
+__all__ = ["ACTIVATION_AXES", "SIZES", "Block", "GQAttention", "Qwen2", "Qwen2Config",
+           "abstract_params", "bind", "count_params", "forward", "get_qwen2_config", "init",
+           "init_cache", "mtp_depth", "param_axes", "param_roles", "qwen2_5_1_5b", "qwen2_5_7b",
+           "tiny", "train_flops_per_token", "update_routing_biases"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen2Config:
+class Qwen2Config(DenseConfig):
     """Shapes and options of a Qwen2-family dense transformer (defaults: Qwen2.5-1.5B)."""
+
+    qkv_bias: ClassVar[bool] = True
 
     vocab_size: int = 151936
     hidden_size: int = 1536
@@ -47,22 +53,6 @@ class Qwen2Config:
     max_position_embeddings: int = 32768
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = True
-    init_std: float = 0.02
-    precision: str = "bf16"  # projection recipe, as ModelConfig.precision (r1jax/nn/linear.py)
-    dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
-    param_dtype: str = "float32"
-
-    def __post_init__(self):
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads={self.num_heads} must be divisible by "
-                             f"num_kv_heads={self.num_kv_heads} (grouped-query attention)")
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
-        if self.precision not in ("bf16", "fp8_v3", "fp8_per_tensor"):
-            raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
-
-    def replace(self, **kw) -> "Qwen2Config":
-        return dataclasses.replace(self, **kw)
 
 
 def tiny(**kw) -> Qwen2Config:
@@ -93,208 +83,3 @@ def get_qwen2_config(name: str, **kw) -> Qwen2Config:
     if name not in SIZES:
         raise ValueError(f"unknown Qwen2 size {name!r}; choose one of {sorted(SIZES)}")
     return SIZES[name](**kw)
-
-
-# ----------------------------------------------------------------------------- modules
-
-class GQAttention(nnx.Module):
-    """Causal grouped-query attention with biased q/k/v projections (Qwen2) and a K/V cache."""
-
-    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        d, h, k, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        std, pd = cfg.init_std, cfg.param_dtype
-        self.q = normal_param(rngs, (d, h, dh), ("embed", "heads", None), std, pd)
-        self.k = normal_param(rngs, (d, k, dh), ("embed", "kv_heads", None), std, pd)
-        self.v = normal_param(rngs, (d, k, dh), ("embed", "kv_heads", None), std, pd)
-        # Qwen2 keeps biases on q, k and v (not on o); they start at zero like the reference.
-        self.q_bias = zeros_param((h, dh), ("heads", None), pd)
-        self.k_bias = zeros_param((k, dh), ("kv_heads", None), pd)
-        self.v_bias = zeros_param((k, dh), ("kv_heads", None), pd)
-        self.o = normal_param(rngs, (h, dh, d), ("heads", None, "embed"), std, pd)
-
-    def __call__(self, x, cos, sin, mask, cache_layer=None, cache_index=None):
-        """x (B, T, D); cos/sin (B, T, Dh/2); mask (B, T, S) True where key s is visible.
-
-        With `cache_layer` = (k (B, S, K, Dh), v (B, S, K, Dh)) the new keys/values are written
-        at `cache_index` and attention runs over the whole cache. Returns (out (B, T, D),
-        updated cache_layer or None).
-        """
-        cfg, dt, r = self.cfg, x.dtype, self.cfg.precision
-        b, t, _ = x.shape
-        q = project(x, self.q[...], r) + self.q_bias[...].astype(dt)  # (B, T, H, Dh)
-        k = project(x, self.k[...], r) + self.k_bias[...].astype(dt)  # (B, T, K, Dh)
-        v = project(x, self.v[...], r) + self.v_bias[...].astype(dt)  # (B, T, K, Dh)
-        # Qwen2 rotates the whole head in the half-split layout (rotate_half).
-        q = apply_rope(q, cos, sin, interleave=False)
-        k = apply_rope(k, cos, sin, interleave=False)
-        new_cache = None
-        if cache_layer is not None:
-            cache_k, cache_v = cache_layer
-            cache_k, cache_v = (
-                jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), cache_index, axis=1)
-                for c, new in ((cache_k, k), (cache_v, v)))  # (B, S, K, Dh) each
-            new_cache = (cache_k, cache_v)
-            k, v = cache_k.astype(dt), cache_v.astype(dt)  # (B, S, K, Dh)
-        groups = cfg.num_heads // cfg.num_kv_heads
-        q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)  # (B, T, K, G, Dh)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * cfg.head_dim**-0.5  # (B, K, G, T, S)
-        probs = masked_softmax(scores, mask[:, None, None]).astype(dt)
-        o = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, cfg.num_heads, cfg.head_dim)
-        return project_in(o, self.o[...], r, 2), new_cache  # (B, T, D)
-
-
-class Block(nnx.Module):
-    """Pre-norm decoder layer: h + attn(norm(h)), then + SwiGLU(norm(.))."""
-
-    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs):
-        eps, pd = cfg.rms_norm_eps, cfg.param_dtype
-        self.attn_norm = RMSNorm(cfg.hidden_size, eps=eps, axis_name="embed", param_dtype=pd)
-        self.attn = GQAttention(cfg, rngs=rngs)
-        self.ffn_norm = RMSNorm(cfg.hidden_size, eps=eps, axis_name="embed", param_dtype=pd)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, std=cfg.init_std, param_dtype=pd,
-                          rngs=rngs, precision=cfg.precision)
-
-    def __call__(self, h, cos, sin, mask, cache_layer=None, cache_index=None):
-        a, new_cache = self.attn(self.attn_norm(h), cos, sin, mask, cache_layer, cache_index)
-        h = h + a
-        return h + self.mlp(self.ffn_norm(h)), new_cache
-
-
-class Qwen2(nnx.Module):
-    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        d, pd = cfg.hidden_size, cfg.param_dtype
-        self.embed = normal_param(rngs, (cfg.vocab_size, d), ("vocab", "embed"), cfg.init_std, pd)
-        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.final_norm = RMSNorm(d, eps=cfg.rms_norm_eps, axis_name="embed", param_dtype=pd)
-        if not cfg.tie_word_embeddings:
-            self.lm_head = normal_param(rngs, (d, cfg.vocab_size), ("embed", "vocab"), cfg.init_std, pd)
-
-    def head(self, h: jax.Array) -> jax.Array:
-        # The output head stays out of low precision: logits in float32.
-        if self.cfg.tie_word_embeddings:
-            return jnp.einsum("btd,vd->btv", h, self.embed[...].astype(h.dtype),
-                              preferred_element_type=jnp.float32)
-        return jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(h.dtype),
-                          preferred_element_type=jnp.float32)
-
-    def __call__(self, tokens, positions=None, attention_mask=None, segment_ids=None, cache=None):
-        cfg = self.cfg
-        b, t = tokens.shape
-        token_mask = (jnp.ones((b, t), jnp.bool_) if attention_mask is None
-                      else attention_mask.astype(jnp.bool_))
-        index, cache_valid = None, None
-        if cache is not None:
-            index = cache["index"]
-            cache_valid = jax.lax.dynamic_update_slice_in_dim(cache["key_valid"], token_mask, index,
-                                                              axis=1)  # (B, S)
-        if positions is None:
-            first = 0 if index is None else index
-            positions = jnp.broadcast_to(first + jnp.arange(t), (b, t))
-        mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)  # (B, T, S)
-        cos, sin = plain_rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
-
-        h = constrain(self.embed[...].astype(jnp.dtype(cfg.dtype))[tokens], ACTIVATION_AXES)  # (B, T, D)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache["k"][i], cache["v"][i])
-            h, layer_cache = layer(h, cos, sin, mask, layer_cache, index)
-            h = constrain(h, ACTIVATION_AXES)
-            if layer_cache is not None:
-                new_k.append(layer_cache[0])
-                new_v.append(layer_cache[1])
-        logits = self.head(self.final_norm(h))  # (B, T, V) float32
-
-        no_experts = jnp.zeros((0, 0), jnp.float32)
-        aux = {"balance_loss": jnp.zeros((), jnp.float32), "expert_load": no_experts,
-               "mtp_expert_load": no_experts}
-        if cache is not None:
-            aux["cache"] = {"k": jnp.stack(new_k), "v": jnp.stack(new_v), "key_valid": cache_valid,
-                            "index": index + t}
-        return logits, aux
-
-
-# ----------------------------------------------------------------------------- functional API
-
-def _abstract_model(cfg: Qwen2Config) -> Qwen2:
-    return nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(0)))
-
-
-def init(cfg: Qwen2Config, rng: jax.Array) -> dict:
-    """Random params ~ N(0, cfg.init_std^2), norms at 1, q/k/v biases at 0."""
-    return nnx.to_pure_dict(nnx.state(Qwen2(cfg, rngs=nnx.Rngs(params=rng))))
-
-
-def abstract_params(cfg: Qwen2Config) -> dict:
-    """ShapeDtypeStructs of every param, without allocating."""
-    return nnx.to_pure_dict(nnx.state(_abstract_model(cfg)))
-
-
-def param_axes(cfg: Qwen2Config) -> dict:
-    """Logical axis names of every param, same tree structure as the params."""
-    return variable_axes(nnx.state(_abstract_model(cfg)))
-
-
-def param_roles(cfg: Qwen2Config) -> dict:
-    """Training role of every param (r1jax/nn/params.py): norms and q/k/v biases are not decayed."""
-    return variable_roles(nnx.state(_abstract_model(cfg)))
-
-
-def mtp_depth(cfg: Qwen2Config) -> int:
-    """Qwen2 has no multi-token prediction modules."""
-    return 0
-
-
-def update_routing_biases(cfg: Qwen2Config, params: dict, expert_load, mtp_expert_load,
-                          speed: float) -> dict:
-    """A dense model has no routing biases: params unchanged."""
-    return params
-
-
-def bind(cfg: Qwen2Config, params: dict) -> Qwen2:
-    """The NNX module holding `params` (inside a trace, holding tracers)."""
-    return merge_params(_abstract_model(cfg), params)
-
-
-def forward(cfg: Qwen2Config, params: dict, tokens: jax.Array, *, positions=None,
-            attention_mask=None, segment_ids=None, cache=None, with_mtp: bool = True):
-    """Logits (B, T, V) float32 and aux, with the arguments of the DeepSeek-V3 `forward`.
-
-    With `cache` (from `init_cache`), tokens are appended at cache["index"] and aux["cache"] is
-    the updated cache. aux: balance_loss () = 0, expert_load and mtp_expert_load (0, 0): there are
-    no experts;
-    `with_mtp` is accepted and ignored (no MTP modules).
-    """
-    del with_mtp
-    tokens = jnp.asarray(tokens)
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be (batch, length); got {tokens.shape=}")
-    if cache is not None and cache["key_valid"].shape[0] != tokens.shape[0]:
-        raise ValueError(f"cache batch {cache['key_valid'].shape[0]} != tokens batch {tokens.shape[0]}")
-    return bind(cfg, params)(tokens, positions=positions, attention_mask=attention_mask,
-                             segment_ids=segment_ids, cache=cache)
-
-
-def init_cache(cfg: Qwen2Config, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-    """Empty K/V cache: k, v (L, B, S, K, Dh) (rotated keys), key validity (B, S), next slot."""
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-            "key_valid": jnp.zeros((batch, max_len), jnp.bool_), "index": jnp.zeros((), jnp.int32)}
-
-
-def count_params(cfg: Qwen2Config) -> dict[str, int]:
-    """Counts from abstract shapes. `non_embedding` leaves out the embedding and an untied head,
-    as the Qwen2.5 report counts; every param is active, and there is no MTP."""
-    total = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params(cfg)))
-    embedding = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
-    return {"total": total, "non_embedding": total - embedding, "activated": total,
-            "total_with_mtp": total, "mtp": 0}
-
-
-def train_flops_per_token(cfg: Qwen2Config, seq_len: int) -> float:
-    """6 * (matmul params: all but the embedding lookup; a tied head counts once as a matmul)
-    plus causal attention 3 * 2 * 2 * Dh * H * T/2 per layer (QK^T and PV, forward x3)."""
-    matmul_params = count_params(cfg)["total"] - (0 if cfg.tie_word_embeddings else
-                                                   cfg.vocab_size * cfg.hidden_size)
-    return 6.0 * matmul_params + 3 * cfg.num_layers * cfg.num_heads * 2 * cfg.head_dim * seq_len

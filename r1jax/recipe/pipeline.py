@@ -33,6 +33,7 @@ from r1jax.eval.tables import format_table
 from r1jax.recipe import stages as table
 from r1jax.recipe.compute import match_sft_steps, rl_flops, sft_flops
 from r1jax.recipe.config import KIND_CONFIGS, PipelineConfig
+from r1jax.recipe.export import stage_model, tokenizer_file
 from r1jax.rl import grpo_stage
 from r1jax.rollout import SamplingConfig
 from r1jax.sharding import make_mesh
@@ -70,12 +71,7 @@ class Pipeline:
         return os.path.join(self.workdir, table.stage(name, self.stages).writes)
 
     def model_of(self, name: str):
-        """A pretraining stage's own model; otherwise that of the stage it starts from (training)
-        or of the policy it samples (data)."""
-        s = table.stage(name, self.stages)
-        if s.kind == table.PRETRAIN:
-            return getattr(self.cfg, name).model
-        return self.model_of(s.starts_from or s.teacher)
+        return stage_model(self.cfg, name, self.stages)
 
     def params(self, name: str, mesh_cfg=None):
         """The final params of training stage `name`, on `mesh_cfg` (default: that stage's mesh)."""
@@ -86,10 +82,7 @@ class Pipeline:
     def tok(self):
         """The tokenizer every stage shares, trained by the stage whose record has none."""
         if self._tok is None:
-            source = next(s.name for s in self.stages if s.tokenizer is None)
-            d = getattr(self.cfg, source).data
-            self._tok = rdata.Tokenizer(os.path.join(
-                self.stage_dir(source), f"tokenizer_v{d.vocab_size}_s{d.seed}.model"))
+            self._tok = rdata.load_tokenizer(tokenizer_file(self.cfg, self.workdir, self.stages))
         return self._tok
 
     # ------------------------------------------------------------------ bookkeeping
@@ -138,7 +131,7 @@ class Pipeline:
             return dataclasses.replace(cfg, train=train)
         data = cfg.data
         if s.tokenizer is not None:
-            data = dataclasses.replace(data, tokenizer_path=self.tok.model_path)
+            data = dataclasses.replace(data, tokenizer_path=self.tok.path)
         if s.data is not None:
             data = dataclasses.replace(data, task=self.output(s.data), mode="sft")
         if self.steps_of(s.name) != train.steps:

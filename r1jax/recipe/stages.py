@@ -11,7 +11,7 @@ table; each stage's settings are the `PipelineConfig` field of the same name (r1
   rejection_data   rejection-sample Dev2 on training prompts (R1's 600K, in miniature)
   rejection_sft    SFT the BASE on the kept set (Dev3), as R1 §2.3.3                  <- base
   final_rl         GRPO at rollout temperature 0.7 (R1)                              <- rejection_sft
-  student_base     pretrain the dense student (Qwen2) on the same corpus and tokenizer
+  student_base     pretrain the dense student (Qwen2 or Llama) on the same corpus and tokenizer
   student_rl       GRPO on the student alone                                         <- student_base
   distill_data     rejection-sample R1 on training prompts (R1's 800K, in miniature)
   student_sft      SFT the student on that set (R1-Distill)                          <- student_base

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from r1jax.eval.tables import format_table
 
 STAGE_COLUMNS = (("Base", "base"), ("R1-Zero", "r1_zero"), ("Dev1", "cold_start"),
@@ -19,11 +21,12 @@ DISTILL_ROWS = (("R1 (teacher, MoE-MLA)", "final_rl"), ("student base (dense Qwe
 TABLES = ("stages", "distill_vs_rl")
 
 
-def _cons_key(results: dict) -> str:
-    for entry in results.values():
-        for key in entry:
-            if key.startswith("cons@"):
-                return key
+def _cons_key(runs: list[dict]) -> str:
+    for results in runs:
+        for entry in results.values():
+            for key in entry:
+                if key.startswith("cons@"):
+                    return key
     return "cons@k"
 
 
@@ -35,38 +38,49 @@ def needed(table: str) -> tuple[str, ...]:
     raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
 
 
-def stages_table(results: dict) -> str:
-    cons = _cons_key(results)
+def cell(runs: list[dict], stage: str, metric: str, digits: str = ".1f") -> str | None:
+    """A metric over the runs (seeds): the value for one run, `mean ± std` (sample standard
+    deviation) for several; None where no run has it. `digits` formats both numbers."""
+    values = [r[stage][metric] for r in runs if metric in r.get(stage, {})]
+    if not values:
+        return None
+    if len(values) < len(runs):
+        raise ValueError(f"{stage} {metric}: recorded by {len(values)} of {len(runs)} runs")
+    if len(values) == 1:
+        return format(values[0], digits)
+    return f"{np.mean(values):{digits}} ± {np.std(values, ddof=1):{digits}}"
+
+
+def stages_table(runs: list[dict]) -> str:
+    cons = _cons_key(runs)
     rows = []
     for metric in ("pass@1", cons, "response_length"):
         row = {"held-out metric": metric}
         for column, stage in STAGE_COLUMNS:
-            row[column] = results.get(stage, {}).get(metric)
+            row[column] = cell(runs, stage, metric)
         rows.append(row)
     return format_table(rows, ["held-out metric", *(c for c, _ in STAGE_COLUMNS)])
 
 
-def distill_vs_rl_table(results: dict) -> str:
-    cons = _cons_key(results)
+def distill_vs_rl_table(runs: list[dict]) -> str:
+    cons = _cons_key(runs)
     rows = []
     for name, stage in DISTILL_ROWS:
-        entry = results.get(stage, {})
         student = stage != DISTILL_ROWS[0][1]  # the first row is the teacher
-        rows.append({"model": name, "pass@1": entry.get("pass@1"), cons: entry.get(cons),
-                     "KL to teacher (nats/token)": _sig(entry.get("KL to teacher")),
-                     "student TFLOP": _sig(entry.get("TFLOP")) if student else None})
+        # Three significant digits: KL and FLOPs span orders of magnitude; accuracies do not.
+        rows.append({"model": name, "pass@1": cell(runs, stage, "pass@1"),
+                     cons: cell(runs, stage, cons),
+                     "KL to teacher (nats/token)": cell(runs, stage, "KL to teacher", ".3g"),
+                     "student TFLOP": cell(runs, stage, "TFLOP", ".3g") if student else None})
     columns = ["model", "pass@1", cons, "KL to teacher (nats/token)", "student TFLOP"]
     return format_table(rows, columns)
 
 
-def _sig(value: float | None) -> str | None:
-    """Three significant digits: KL and FLOPs span orders of magnitude; accuracies do not."""
-    return None if value is None else f"{value:.3g}"
-
-
-def make_table(table: str, results: dict) -> str:
+def make_table(table: str, runs: dict | list[dict]) -> str:
+    """The table of one pipeline's eval.json results, or of several runs (seeds) of it."""
     needed(table)  # validates the name
-    return stages_table(results) if table == "stages" else distill_vs_rl_table(results)
+    runs = [runs] if isinstance(runs, dict) else list(runs)
+    return stages_table(runs) if table == "stages" else distill_vs_rl_table(runs)
 
 
 def title(table: str, cfg) -> str:

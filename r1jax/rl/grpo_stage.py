@@ -33,8 +33,10 @@ class RLConfig:
     (r1jax/rollout/scoring.py: accuracy, format, language). `train.init_from` (the checkpoint
     directory of the policy to start from) is required."""
 
-    task: str = "arithmetic"
+    task: str = "arithmetic"  # a generated task, or a data file / save_to_disk dir (math task)
     task_kwargs: tuple = ()  # (knob, value) pairs, e.g. (("max_digits", 2),)
+    # A data file's fields when its layout is not recognised by their names (r1jax/data/layouts.py).
+    fields: rdata.FieldMap = dataclasses.field(default_factory=rdata.FieldMap)
     prompts_per_step: int = 8
     max_prompt_len: int = 48
     max_new_tokens: int = 48
@@ -80,7 +82,8 @@ class RolloutBatches(loop.BatchSource):
 
     def __init__(self, model_cfg, rl: RLConfig, tok):
         self.model_cfg, self.rl, self.tok = model_cfg, rl, tok
-        examples = rdata.task_dataset(rl.task, seed=rl.prompt_seed, **dict(rl.task_kwargs))
+        examples = rdata.examples_of(rl.task, seed=rl.prompt_seed, fields=rl.fields,
+                                     **dict(rl.task_kwargs))
         self.prompts = iter(rdata.rl_prompt_batches(
             examples, tok, max_prompt_len=rl.max_prompt_len, batch_size=rl.prompts_per_step,
             seed=rl.prompt_seed))

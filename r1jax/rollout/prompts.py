@@ -15,9 +15,10 @@ import numpy as np
 
 from r1jax.data import chat
 from r1jax.data.pipeline import rl_batch, rl_prompt_features
+from r1jax.data.text_tokenizer import TextTokenizer
 
 
-def prompt_batches(tok, problems: Sequence[dict], *, batch_size: int, max_prompt_len: int,
+def prompt_batches(tok: TextTokenizer, problems: Sequence[dict], *, batch_size: int, max_prompt_len: int,
                    system: str = chat.SHORT_SYSTEM) -> Iterator[tuple[dict, int]]:
     """(batch, number of real prompts) per `batch_size` problems, in order. The last batch is
     padded with copies of its last problem, so a jitted sampler compiles once."""
@@ -33,12 +34,14 @@ def prompt_batches(tok, problems: Sequence[dict], *, batch_size: int, max_prompt
         yield rl_batch(rows), real
 
 
-def decode_completions(tok, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
+def decode_completions(tok: TextTokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
     """Generated ids -> text, without the trailing EOS. Ids past the tokenizer's vocabulary (the
-    model's embedding table may be larger) decode as unknown."""
+    model's embedding table may be larger) decode as unknown, or are dropped by tokenizers that
+    have no unknown token (byte-level BPE)."""
     out = []
     for row, n in zip(tokens, lengths):
         ids = [int(t) if int(t) < tok.vocab_size else tok.unk_id for t in row[:n]
                if int(t) != tok.eos_id]
+        ids = [t for t in ids if t is not None]
         out.append(tok.decode(ids))
     return out

@@ -92,8 +92,8 @@ class Scores:
 
     correct (R,) bool: the task's verifier. formatted (R,) bool: the R1 structure. language (R,):
     language consistency of the CoT. reward (R,) float32: sum of the weighted rewards (zeros when
-    no weights are given). parts: each named reward (R,). keys: canonical final answers (None
-    when unparsed), the votes of cons@k.
+    no weights are given). parts: each named reward (R,). keys: canonical final answers (the
+    task's `answer_key`, else `answers.answer_key`; None when unparsed), the votes of cons@k.
     """
 
     correct: np.ndarray
@@ -126,7 +126,7 @@ def _judge(completion, example: dict, task: Task, weights, script: str) -> tuple
     return (bool(task.verify(completion, example)),
             [float(REWARDS[name](completion, example)) for name, _ in weights],
             has_r1_format(completion), language_consistency(completion, script),
-            answer_key(completion))
+            (task.answer_key or answer_key)(completion))
 
 
 _WARNED: set[tuple[str, str]] = set()  # (task, exception type) pairs already warned about
@@ -143,15 +143,28 @@ def _warn_once(task: str, error: Exception, count: int, total: int, completion) 
         f"Later {type(error).__name__}s of {task!r} are counted without a warning.", stacklevel=3)
 
 
-class JudgeTimeout(TimeoutError):
-    """Judging one completion took longer than its time limit."""
+class JudgeTimeout(BaseException):
+    """Judging one completion took longer than its time limit.
+
+    A BaseException (as math-verify's own TimeoutException) so that the `except Exception`
+    blocks inside verifier libraries (math-verify, sympy) cannot swallow it and go on judging
+    with no limit left; `score` catches it by name. It is the only alarm in a judgement: verifiers
+    must not arm their own SIGALRM (math-verify's is turned off, r1jax/data/tasks/math_answers.py),
+    since `signal.alarm` would replace this timer and cancel it on the way out."""
 
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise JudgeTimeout in the body after `seconds` (SIGALRM; main thread only, elsewhere the
     verifiers' size bounds are the only bound). Python code is interrupted between bytecodes, so
-    this bounds verifiers written in Python; the size bounds keep each C operation short."""
+    this bounds verifiers written in Python; the size bounds keep each C operation short. Catch
+    JudgeTimeout explicitly: it is not an Exception (see there).
+
+    After `seconds` the alarm repeats every REPEAT_S until the body has ended: a handler that
+    runs inside a garbage-collector callback or a `__del__` (sympy makes much garbage, and jax
+    registers gc callbacks) has its exception printed and dropped by Python, and one alarm alone
+    would then leave the verifier running with no limit.
+    """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -160,12 +173,17 @@ def time_limit(seconds: float):
         raise JudgeTimeout(f"judging one completion took more than {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT_S)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:  # an alarm due before the timer stops raises here: the handler is restored anyway
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+
+REPEAT_S = 0.05  # how soon an expired alarm fires again when its exception was dropped
 
 
 # A verifier that takes longer on one completion scores it 0 (counted in Scores.errors).
@@ -188,7 +206,8 @@ def score(completions: Sequence[str], examples: Sequence[dict],
         try:
             with time_limit(time_limit_s):
                 verdicts.append(_judge(completion, example, task, weights, script))
-        except Exception as error:  # noqa: BLE001 - one sample's fault must not end the batch
+        # One sample's fault must not end the batch; JudgeTimeout is not an Exception.
+        except (Exception, JudgeTimeout) as error:  # noqa: BLE001
             verdicts.append(unjudged)
             errors[i] = True
             first_errors.setdefault((task.name, type(error)), (error, completion, []))[2].append(i)

@@ -15,6 +15,7 @@ import types
 import typing
 
 from r1jax.config import ModelConfig, tiny
+from r1jax.data.layouts import FieldMap
 from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.sharding import MeshConfig
 from r1jax.train.optim import OptimConfig
@@ -22,12 +23,13 @@ from r1jax.train.optim import OptimConfig
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    task: str = "corpus"  # corpus | arithmetic | countdown | a .jsonl/.parquet path
+    task: str = "corpus"  # corpus | arithmetic | countdown | a .jsonl/.parquet file | a saved dir
     mode: str = "pretrain"  # pretrain (packed rows) | sft (padded, prompt masked)
     seq_len: int = 128
     batch_size: int = 16  # global, over all processes
     vocab_size: int = 512  # requested sentencepiece vocab (trained on the embedded corpus)
-    tokenizer_path: str = ""  # a given .model; empty = train/cache one in the workdir
+    # A checkpoint directory (tokenizer.json) or a .model file; empty = train/cache one in the workdir.
+    tokenizer_path: str = ""
     seed: int = 0
     corpus_tasks: tuple = ("arithmetic", "countdown")  # tasks in the pretraining corpus
     noise_rate: float = 0.3  # corpus solutions with a planted slip (so RL has something to fix)
@@ -36,6 +38,9 @@ class DataConfig:
     # and keeps its rows (N processes see exactly the 1-process batches); "disjoint" = each process
     # reads its own shard of the examples (no duplicated reading; batches differ from 1 process).
     process_split: str = "slice"
+    # A data file's fields when its layout is not recognised by their names (GSM8K, MATH and
+    # r1jax's own are): --config.data.fields.prompt_field=... (r1jax/data/layouts.py).
+    fields: FieldMap = dataclasses.field(default_factory=FieldMap)
 
     def __post_init__(self):
         check_fields(self, mode=one_of("pretrain", "sft"), seq_len=at_least(2),

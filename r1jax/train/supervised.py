@@ -23,13 +23,11 @@ def build_dataset(cfg: ExperimentConfig, tok, *, split: str = rdata.TRAIN,
         examples = rdata.corpus_dataset(seed=d.seed, task_names=tuple(d.corpus_tasks),
                                         noise_rate=d.noise_rate,
                                         task_kwargs={t: knobs for t in d.corpus_tasks})
-    elif d.task in rdata.tasks.TASKS:
-        examples = rdata.task_dataset(d.task, seed=d.seed, split=split, **knobs)
-    elif d.task.endswith((".jsonl", ".parquet")):
-        examples = rdata.file_dataset([d.task])
+    elif d.task in rdata.tasks.TASKS or rdata.is_data_path(d.task):
+        examples = rdata.examples_of(d.task, seed=d.seed, split=split, fields=d.fields, **knobs)
     else:
-        raise ValueError(f"data.task={d.task!r}: use corpus, {', '.join(rdata.tasks.TASKS)} or a "
-                         ".jsonl/.parquet path")
+        raise ValueError(f"data.task={d.task!r}: use corpus, {', '.join(rdata.tasks.TASKS)}, a "
+                         ".jsonl/.parquet path or a directory written by datasets' save_to_disk")
     disjoint = d.process_split == "disjoint"
     shards = dict(num_shards=jax.process_count() if disjoint else 1,
                   shard_index=jax.process_index() if disjoint else 0)
@@ -88,9 +86,10 @@ class DataBatches(loop.BatchSource):
 
 
 def shared_tokenizer(workdir: str, data: DataConfig):
-    """`data.tokenizer_path`, or the tokenizer cached in workdir, trained there by process 0."""
+    """`data.tokenizer_path` (a checkpoint directory or a .model file), or the tokenizer cached in
+    workdir, trained there by process 0."""
     if data.tokenizer_path:
-        return rdata.Tokenizer(data.tokenizer_path)
+        return rdata.load_tokenizer(data.tokenizer_path)
     on_main("tokenizer", lambda: rdata.load_or_train_tokenizer(workdir, vocab_size=data.vocab_size,
                                                               seed=data.seed))
     return rdata.load_or_train_tokenizer(workdir, vocab_size=data.vocab_size, seed=data.seed)

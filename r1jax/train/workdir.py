@@ -64,7 +64,9 @@ def _flatten(tree, prefix: str = "") -> dict:
 
 def check_resume(workdir: str, record: dict, pinned: tuple[str, ...]) -> list[str]:
     """Compare `record` (the new config) with workdir/config.json. Raises ValueError when a field
-    under one of the `pinned` prefixes differs; returns the other differing fields as notes."""
+    under one of the `pinned` prefixes differs; returns the other differing fields as notes. A
+    field the saved config does not have (added to r1jax since) or no longer used is a note: the
+    checkpoints cannot have been made with another value of it."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return []
@@ -76,7 +78,8 @@ def check_resume(workdir: str, record: dict, pinned: tuple[str, ...]) -> list[st
                          "restore it, or give this run another workdir") from None
     new = _flatten(json.loads(json.dumps(record, default=str)))
     differing = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k))
-    blocked = [k for k in differing if any(k == p or k.startswith(p + ".") for p in pinned)]
+    blocked = [k for k in differing if k in saved and k in new
+               and any(k == p or k.startswith(p + ".") for p in pinned)]
     if blocked:
         changes = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in blocked)
         raise ValueError(f"{workdir} holds checkpoints of another model or data ({changes}); resume "

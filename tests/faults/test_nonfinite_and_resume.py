@@ -73,6 +73,14 @@ def test_resume_refuses_another_model_or_data_and_allows_the_rest(tmp_path, toke
     assert steps == [1, 2, 3, 4] and -1.0 not in [r["loss"] for r in records(tmp_path)]
     assert json.load(open(tmp_path / "config.json"))["optim"]["lr"] == 1e-3
 
+    # Checkpoints made before a data field existed: the new field cannot have been set otherwise.
+    saved = json.load(open(tmp_path / "config.json"))
+    del saved["data"]["fields"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    supervised.run(dataclasses.replace(longer, train=dataclasses.replace(longer.train, steps=5)),
+                   str(tmp_path))
+    assert [r["step"] for r in records(tmp_path)] == [1, 2, 3, 4, 5]
+
 
 def test_config_mistakes_fail_at_load_naming_the_field():
     cases = {"--config.train.steps=0": r"--config.train.steps=0: TrainConfig.steps=0 must be",

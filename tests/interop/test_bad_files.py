@@ -257,11 +257,11 @@ def test_config_without_model_type_dispatches_on_architectures(good, tmp_path):
     cfg, _ = hf.load_checkpoint(str(ckpt))
     assert isinstance(cfg, qwen2.Qwen2Config)
     edit_json(ckpt / "config.json",
-              lambda hf_cfg: hf_cfg.update(architectures=["LlamaForCausalLM"]))
+              lambda hf_cfg: hf_cfg.update(architectures=["MistralForCausalLM"]))
     with pytest.raises(ValueError, match=re.escape(
-            f"{ckpt / 'config.json'}: architectures=['LlamaForCausalLM'] (and no model_type) is "
+            f"{ckpt / 'config.json'}: architectures=['MistralForCausalLM'] (and no model_type) is "
             f"not supported (supported: ['DeepseekV2ForCausalLM', 'DeepseekV3ForCausalLM', "
-            f"'Qwen2ForCausalLM'])")):
+            f"'LlamaForCausalLM', 'Qwen2ForCausalLM'])")):
         hf.load_checkpoint(str(ckpt))
 
 

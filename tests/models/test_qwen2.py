@@ -21,7 +21,7 @@ from r1jax.models.counting import count_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from tests.hf_reference import randomize_weights  # noqa: E402  (needs torch)
+from tests.hf_reference import randomize_weights, with_moved_norms_and_biases  # noqa: E402
 
 TOL = 1e-4
 BASE = dict(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
@@ -32,6 +32,10 @@ VARIANTS = {
     "mqa_4q_1kv+tied+theta_1e6": dict(num_key_value_heads=1, tie_word_embeddings=True,
                                       rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
     "head_dim_16_not_hidden_over_heads": dict(head_dim=16),
+    # transformers applies Llama 3 RoPE scaling to Qwen2 too; 24 tokens run past 8 positions.
+    "llama3_rope_scaling": dict(rope_parameters={
+        "rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8}),
 }
 
 
@@ -98,10 +102,7 @@ def test_padded_batch_matches_transformers(tmp_path):
 def _random_tiny(seed: int, **kw):
     """Tiny Qwen2 params with non-trivial norms and biases, so every tensor must travel."""
     cfg = qwen2.tiny(init_std=0.1, **kw)
-    params = models.init(cfg, jax.random.key(seed))
-    return cfg, jax.tree_util.tree_map_with_path(
-        lambda p, x: x + 0.1 * jax.random.normal(jax.random.key(len(jax.tree_util.keystr(p))), x.shape)
-        if ("scale" in str(p) or "bias" in str(p)) else x, params)
+    return cfg, with_moved_norms_and_biases(models.init(cfg, jax.random.key(seed)))
 
 
 @pytest.mark.parametrize("tied", [False, True])

@@ -6,10 +6,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -23,10 +19,8 @@ from r1jax.recipe import compute, pipeline, stages, tables
 from r1jax.rl.grpo_stage import RLConfig
 from r1jax.rl.grpo_step import GRPOConfig
 from r1jax.train.experiment import DataConfig, TrainConfig, load_config
-from tests.devices import xla_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUNLOCAL = "configs/r1_pipeline_tiny.py:runlocal"
+from tests.recipe.conftest import ROOT, RUNLOCAL, finish, script
 
 
 def names(stage_list):
@@ -76,6 +70,24 @@ def test_every_stage_has_a_config_of_its_kind():
         pipeline.Pipeline(wrong, "/nonexistent-never-written")
 
 
+def test_the_recipe_picks_the_student_architecture(tmp_path):
+    """`:llama` swaps every student stage to the tiny Llama (default: Qwen2, teacher unchanged),
+    and the Llama student's pretraining stage runs on the loop."""
+    from r1jax.models.llama import LlamaConfig
+    from r1jax.train.supervised import run
+
+    path = os.path.join(ROOT, "configs", "r1_pipeline_tiny.py")
+    default, with_llama = load_config(path), load_config(f"{path}:llama")
+    assert type(default.student_base.model) is qwen2.Qwen2Config
+    assert type(with_llama.student_base.model) is LlamaConfig
+    assert with_llama.student_base.model.vocab_size == default.student_base.model.vocab_size
+    assert with_llama.base == default.base
+    smoke = load_config(f"{path}:llama,runlocal")
+    assert type(smoke.student_base.model) is LlamaConfig and smoke.student_base.model.num_layers == 1
+    history = run(smoke.student_base, str(tmp_path))
+    assert [h["step"] for h in history] == [1, 2] and np.isfinite(history[-1]["loss"])
+
+
 def test_distillation_steps_match_the_student_rl_flops():
     student = qwen2.tiny(vocab_size=512)
     rl = RLConfig(prompts_per_step=8, max_prompt_len=48, max_new_tokens=48,
@@ -121,44 +133,6 @@ def test_heldout_teacher_kl(tokenizer):
     assert np.isfinite(kl) and kl > 1e-4
     with pytest.raises(ValueError, match="vocab_size=256"):
         heldout_teacher_kl(qwen2.tiny(vocab_size=256), None, teacher_cfg, teacher, tok, problems)
-
-
-def run_two_processes(workdir) -> dict:
-    """experiments/r1_pipeline.py on the :runlocal recipe in two local processes that form one
-    mesh (jax.distributed over gloo, one CPU device each), as on a cluster with shared storage."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [script("r1_pipeline.py", workdir, "--coordinator_address", f"127.0.0.1:{port}",
-                    "--num_processes", "2", "--process_id", str(i),
-                    env={"JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}) for i in range(2)]
-    return {"workdir": str(workdir), "out": [finish(p) for p in procs]}
-
-
-def script(name, workdir, *extra, env=None):
-    args = [sys.executable, os.path.join("experiments", name), "--config", f"{RUNLOCAL}",
-            "--workdir", str(workdir), *extra]
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **(env or {})})
-
-
-def finish(proc, timeout=1200):
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-4000:]
-    return out
-
-
-@pytest.fixture(scope="module")
-def two_processes(once):
-    return once("r1_pipeline_two_processes", run_two_processes)
-
-
-@pytest.fixture
-def finished(two_processes, tmp_path):
-    """A private copy of the finished pipeline's workdir (tests may change it)."""
-    workdir = tmp_path / "run"
-    shutil.copytree(two_processes["workdir"], workdir)
-    return workdir
 
 
 @pytest.mark.slow

@@ -129,3 +129,29 @@ def test_a_slow_verifier_is_cut_off_and_counted(monkeypatch):
     assert time.perf_counter() - start < 5
     assert got.errors.tolist() == [False, True, False]
     assert got.correct.tolist() == [True, False, True]
+
+
+def test_an_alarm_whose_exception_is_dropped_fires_again(monkeypatch):
+    """Python prints and drops an exception raised in a gc callback or a `__del__`, and library
+    code may catch even a BaseException: the alarm repeats until the verifier has stopped."""
+    import time
+
+    task = tasks.TASKS["countdown"]
+
+    def drops_the_first_alarm(completion, example):
+        if "boom" in completion:
+            try:
+                time.sleep(60)
+            except scoring.JudgeTimeout:
+                pass  # dropped, as in a gc callback
+            time.sleep(60)
+        return task.verify(completion, example)
+
+    monkeypatch.setitem(tasks.TASKS, "countdown",
+                        dataclasses.replace(task, verify=drops_the_first_alarm))
+    scoring._WARNED.discard(("countdown", "JudgeTimeout"))
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="JudgeTimeout"):
+        got = scoring.score([BOOM, SOLVED], [EXAMPLE] * 2, time_limit_s=0.2)
+    assert time.perf_counter() - start < 2
+    assert got.errors.tolist() == [True, False] and got.correct.tolist() == [False, True]

@@ -2,8 +2,9 @@
 
 Each example is a dict with `task`, `prompt`, `reasoning`, `answer` (strings) and `noisy` (the
 trace was corrupted on purpose), plus task fields: `op`, `a`, `b` for arithmetic; `numbers`,
-`target` for countdown. The same dict serves pretraining (the full worked text), SFT (prompt ->
-completion) and RL (prompt + the fields the verifier needs).
+`target` for countdown; `math` examples come from users' files (r1jax/data/layouts.py) and carry
+`task`, `prompt`, `answer` and optionally `reasoning`. The same dict serves pretraining (the full
+worked text), SFT (prompt -> completion) and RL (prompt + the fields the verifier needs).
 
 A task owns how its completions are judged: `verify(completion, example) -> bool` (correct or
 not: pass@1, cons@k, the rejection filter) and `reward(completion, example) -> float` (its
@@ -16,7 +17,7 @@ no `task` field is judged by its `answer` (`FILE_ANSWERS`).
 import dataclasses
 from typing import Callable
 
-from r1jax.data.tasks import answers, arithmetic, countdown
+from r1jax.data.tasks import answers, arithmetic, countdown, math_answers
 from r1jax.data.tasks.splits import HELDOUT, SPLITS, TRAIN, problem_split
 
 
@@ -27,6 +28,8 @@ class Task:
     reward: Callable[[str, dict], float]
     check_example: Callable[[dict], None]  # raises when the example lacks what verify reads
     generate: Callable[..., dict] | None = None  # (seed, index, **knobs) -> example; None for files
+    # completion -> its final answer's vote in cons@k; None: answers.answer_key (canonical text)
+    answer_key: Callable[[str], str | None] | None = None
 
 
 TASKS: dict[str, Task] = {
@@ -34,6 +37,9 @@ TASKS: dict[str, Task] = {
                           arithmetic.check_example, arithmetic.generate),
     countdown.TASK: Task(countdown.TASK, countdown.verify, countdown.reward,
                          countdown.check_example, countdown.generate),
+    # Read from data files (GSM8K, MATH and mapped layouts), judged with math-verify.
+    math_answers.TASK: Task(math_answers.TASK, math_answers.verify, math_answers.reward,
+                            math_answers.check_example, answer_key=math_answers.answer_key),
 }
 
 
@@ -61,8 +67,12 @@ def generate(task: str, seed: int, index: int, **kwargs) -> dict:
     """Example `index` of `task`'s stream `seed`; kwargs are the task's difficulty knobs."""
     if task not in TASKS:
         raise ValueError(f"task={task!r} is unknown; choose one of {sorted(TASKS)}")
+    if TASKS[task].generate is None:
+        generated = sorted(name for name, t in TASKS.items() if t.generate is not None)
+        raise ValueError(f"task={task!r} is not generated: its examples come from a data file "
+                         f"(give the file's path instead); generated tasks: {generated}")
     return TASKS[task].generate(seed, index, **kwargs)
 
 
 __all__ = ["FILE_ANSWERS", "HELDOUT", "SPLITS", "TASKS", "TRAIN", "Task", "answers", "arithmetic",
-           "countdown", "generate", "problem_split", "task_of"]
+           "countdown", "generate", "math_answers", "problem_split", "task_of"]

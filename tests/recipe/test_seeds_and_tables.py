@@ -1,0 +1,63 @@
+"""Runs with other seeds move every seed and nothing else; the paper tables of several runs show
+mean ± sample standard deviation, computed here independently."""
+
+import os
+
+import numpy as np
+import pytest
+
+from r1jax.recipe import tables
+from r1jax.recipe.seeds import seed_workdir, seeded
+from r1jax.train.experiment import load_config, to_dict
+from r1jax.train.workdir import _flatten
+from tests.recipe.conftest import ROOT
+
+RECIPE = os.path.join(ROOT, "configs", "r1_pipeline_tiny.py")
+
+
+def test_seeded_moves_every_seed_and_nothing_else():
+    cfg = load_config(RECIPE)
+    base, moved = _flatten(to_dict(cfg)), _flatten(to_dict(seeded(cfg, 3)))
+    changed = {k for k in base if base[k] != moved[k]}
+    seeds = {k for k in base if k.rsplit(".", 1)[-1] == "seed" or k.endswith("_seed")}
+    assert changed == seeds
+    assert {"base.train.seed", "r1_zero.sampling_seed", "r1_zero.prompt_seed",
+            "cold_start_data.seed", "final_rl.eval.seed"} <= seeds
+    assert all(moved[k] == base[k] + 3 for k in seeds)
+    assert seeded(cfg, 0) is cfg
+    assert seed_workdir("runs/x", 0) == "runs/x"
+    assert seed_workdir("runs/x", 2) == os.path.join("runs/x", "seed_2")
+
+
+def runs_of(values):
+    """Three runs' eval.json results with the given pass@1 per stage (other metrics derived)."""
+    return [{stage: {"pass@1": v[i], "cons@4": v[i] + 1, "response_length": 20.0 + i,
+                     "KL to teacher": 0.01 * (i + 1), "TFLOP": 0.5}
+             for i, (_, stage) in enumerate(tables.STAGE_COLUMNS + tables.DISTILL_ROWS[1:])}
+            for v in values]
+
+
+def test_table_of_several_runs_shows_mean_and_sample_std():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(50, 100, (3, 10)).round(1).tolist()
+    runs = runs_of(values)
+    stages = tables.make_table("stages", runs).splitlines()
+    pass1 = stages[2].split(" | ")
+    for i, column in enumerate(pass1[1:7]):
+        per_run = [v[i] for v in values]
+        mean, std = np.mean(per_run), np.std(per_run, ddof=1)
+        assert column.rstrip(" |") == f"{mean:.1f} ± {std:.1f}"
+    # Identical values across runs: a std of zero, shown.
+    assert "| response_length | 20.0 ± 0.0 | 21.0 ± 0.0 |" in stages[4]
+    rows = tables.make_table("distill_vs_rl", runs).splitlines()
+    assert any(r.startswith("| student + GRPO (RL alone) |") and "0.08 ± 0 | 0.5 ± 0 |" in r
+               for r in rows)
+
+
+def test_one_run_is_plain_numbers_and_missing_runs_are_refused():
+    runs = runs_of([[70.0] * 10, [80.0] * 10])
+    assert "| pass@1 | 70.0 | 70.0 |" in tables.make_table("stages", runs[0])
+    del runs[1]["r1_zero"]["pass@1"]
+    with pytest.raises(ValueError, match="r1_zero pass@1: recorded by 1 of 2 runs"):
+        tables.make_table("stages", runs)
+
