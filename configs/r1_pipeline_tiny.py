@@ -16,6 +16,9 @@ Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py
           python experiments/r1_zero.py --config configs/r1_pipeline_tiny.py --workdir runs/r1_zero
           (R1-Zero alone: the stages base and r1_zero of this recipe)
           --config configs/r1_pipeline_tiny.py:llama   (the Llama student; `llama,runlocal` too)
+          --config.base.hf_checkpoint=DIR --config.student_base.hf_checkpoint=DIR2
+              (teacher and student imported from Hugging Face directories instead of pretrained;
+              README "Start from your own Hugging Face checkpoint")
 Hardware: 2 CPU cores.  (`:runlocal`: every stage for 2 steps on 4 problems, a smoke test.)
 Expected: see README.md (the tables this recipe printed, with seeds and the machine).
 The RL learning rate 3e-5 was chosen on this base: 1e-4 gained half as much, 3e-4 collapsed the

@@ -38,8 +38,16 @@ def parse_args(argv=None, *, description: str = "", add_arguments=None,
         parser.error(f"unrecognized arguments: {bad}")
 
     from r1jax.train.experiment import apply_overrides, load_config
+    from r1jax.train.hf_start import start_from_hf
 
     cfg = apply_overrides(load_config(args.config), rest)
+    # Resolved once here, knowing which fields the command line set: an override that
+    # contradicts a checkpoint (its shapes, its tokenizer) is refused.
+    overridden = [r.removeprefix("--config.").partition("=")[0] for r in rest]
+    try:
+        cfg = start_from_hf(cfg, overridden)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"{e}") from None
     if single_process and args.num_processes > 1:
         raise SystemExit(f"{single_process} runs in a single process; drop --num_processes")
     setup_distributed(args)

@@ -74,3 +74,16 @@ def tokenizer(once):
 
     path = once("tokenizer", lambda d: tokenizer_lib.load_or_train_tokenizer(str(d)).model_path)
     return tokenizer_lib.Tokenizer(path)
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint_dirs(once):
+    """{architecture: directory} of tiny random Qwen2 and Llama checkpoints sharing one BPE
+    tokenizer with a chat template (tests/hf_checkpoints.py), built once per run."""
+    def build(directory):
+        from tests.hf_checkpoints import build_checkpoint
+
+        qwen2 = build_checkpoint(directory / "qwen2", "qwen2", seed=0)
+        llama = build_checkpoint(directory / "llama", "llama", seed=1, tokenizer_from=qwen2)
+        return {"qwen2": str(qwen2), "llama": str(llama)}
+    return once("hf_checkpoint_dirs", build)

@@ -15,7 +15,7 @@ from r1jax.data.chat_template import ChatTemplate, ChatTemplateError
 from r1jax.data.hf_tokenizer import HFTokenizer
 from r1jax.data.text_tokenizer import TextTokenizer
 from r1jax.data.tokenizer import Tokenizer, load_or_train_tokenizer
-from r1jax.data.tokenizer_files import load_tokenizer
+from r1jax.data.tokenizer_files import load_tokenizer, vocabulary_difference
 
 __all__ = [
     "ChatTemplate", "ChatTemplateError", "FieldMap", "HELDOUT", "HFTokenizer", "SkippedRows",
@@ -23,5 +23,5 @@ __all__ = [
     "distinct_problems", "examples_of", "file_dataset", "format_completion", "format_example",
     "format_prompt", "heldout_problems", "is_data_path", "load_or_train_tokenizer", "load_tokenizer",
     "pretraining_batches", "pretraining_documents",
-    "rl_prompt_batches", "sft_batches", "task_dataset",
+    "rl_prompt_batches", "sft_batches", "task_dataset", "vocabulary_difference",
 ]

@@ -42,7 +42,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
-from r1jax.data import chat
+from r1jax.data import chat, chat_prompts
 from r1jax.data.text_tokenizer import TextTokenizer
 
 TOKEN_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
@@ -111,13 +111,14 @@ def sft_features(tokenizer: TextTokenizer, example: dict, seq_len: int, system: 
     """One padded SFT row: the loss covers the completion and its eos, never the prompt.
 
     Prompt and completion are tokenized separately, as at sampling time (the model continues
-    the prompt's tokens). A row longer than seq_len + 1 tokens loses the end of its completion;
-    one whose bos + prompt take more than seq_len tokens has an empty loss mask (`sft_batches`
-    skips it).
+    the prompt's tokens), in the tokenizer's format (r1jax/data/chat_prompts.py: a checkpoint's
+    chat template, or the embedded format). A row longer than seq_len + 1 tokens loses the end
+    of its completion; one whose bos + prompt take more than seq_len tokens has an empty loss
+    mask (`sft_batches` skips it).
     """
-    prompt, completion = chat.format_prompt(example, system), chat.completion_of(example)
+    completion = chat_prompts.completion_text(tokenizer, example)
     # The row holds seq_len + 1 ids: only those are tokenized, the rest of either text never is.
-    prompt_ids = [*_bos(tokenizer), *tokenizer.encode_prefix(prompt, seq_len)]
+    prompt_ids = chat_prompts.prompt_ids(tokenizer, example, system, max_tokens=seq_len)
     room = seq_len + 1 - len(prompt_ids)
     completion_ids = [*tokenizer.encode_prefix(completion, room), tokenizer.eos_id] if room else []
     ids = (prompt_ids + completion_ids)[: seq_len + 1]
@@ -200,7 +201,7 @@ def sft_batches(
 def rl_prompt_features(tokenizer: TextTokenizer, example: dict, max_prompt_len: int, pad_side: str = "left",
                        system: str = chat.SHORT_SYSTEM) -> dict:
     """Token arrays of one RL prompt plus the example itself, untouched, for its verifier."""
-    ids = [*_bos(tokenizer), *tokenizer.encode(chat.format_prompt(example, system))]
+    ids = chat_prompts.prompt_ids(tokenizer, example, system)
     if len(ids) > max_prompt_len:
         # Cutting a prompt would change the problem the reward checks, so refuse instead.
         raise ValueError(f"prompt {example['prompt'][:60]!r} is {len(ids)} tokens > "

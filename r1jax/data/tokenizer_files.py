@@ -37,3 +37,23 @@ def load_tokenizer(path: str) -> TextTokenizer:
         raise FileNotFoundError(f"tokenizer path {path} does not exist: give a checkpoint directory "
                                 f"holding {TOKENIZER_FILE} or a sentencepiece .model file")
     return Tokenizer(path)
+
+
+def vocabulary_difference(a: TextTokenizer, b: TextTokenizer) -> str | None:
+    """The first way token ids mean different things in `a` and `b` (size, a special id, a
+    piece), or None when they share one vocabulary (their chat templates may differ)."""
+    if a.vocab_size != b.vocab_size:
+        return f"vocab_size {a.vocab_size} vs {b.vocab_size}"
+    for name in ("eos_id", "bos_id", "pad_id", "unk_id"):
+        if getattr(a, name) != getattr(b, name):
+            return f"{name} {getattr(a, name)} vs {getattr(b, name)}"
+    for token_id in range(a.vocab_size):
+        pieces = []
+        for tok in (a, b):
+            try:
+                pieces.append(tok.id_to_piece(token_id))
+            except (ValueError, IndexError):  # an id a checkpoint's vocabulary skips
+                pieces.append(None)
+        if pieces[0] != pieces[1]:
+            return f"token {token_id} is {pieces[0]!r} vs {pieces[1]!r}"
+    return None

@@ -117,6 +117,24 @@ def _load_experts(r: CheckpointReader, prefix: str, abstract: dict, keep_fp8: bo
             for ours, hf in _EXPERT_PROJ.items()}
 
 
+def model_config(path: str, hf_config: dict, reader: CheckpointReader | None = None, *,
+                 warn: bool = False, **config_overrides) -> ModelConfig:
+    """The ModelConfig `load_checkpoint` gives for `path`, reading only config.json and the
+    tensor names: MTP modules that config.json declares but the files lack are left out."""
+    cfg = from_hf_config(hf_config, config_path=config_json_path(path), **config_overrides)
+    reader = reader or CheckpointReader(path)
+    present = sum(reader.has(f"model.layers.{cfg.num_layers + k}.eh_proj.weight")
+                  for k in range(cfg.num_mtp_modules))
+    if present < cfg.num_mtp_modules:
+        # transformers saves no MTP weights even when config.json keeps num_nextn_predict_layers.
+        if warn:
+            warnings.warn(f"{path}: config.json declares {cfg.num_mtp_modules} MTP modules but "
+                          f"the checkpoint holds {present}; loading without the missing ones",
+                          stacklevel=4)
+        cfg = cfg.replace(num_mtp_modules=present)
+    return cfg
+
+
 def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
                     **config_overrides) -> tuple[ModelConfig, dict]:
     """(cfg, params) from the checkpoint directory `path` whose config.json is `hf_config`; params
@@ -138,19 +156,12 @@ def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
     Kept weights ignore `param_dtype`, are replicated by `sharding.shardings_like`, and routed
     experts kept in FP8 run on one device (no expert parallelism).
     """
-    cfg = from_hf_config(hf_config, config_path=config_json_path(path), **config_overrides)
+    r = CheckpointReader(path)
+    cfg = model_config(path, hf_config, r, warn=True, **config_overrides)
     if keep_fp8 and cfg.precision != "fp8_v3":
         raise ValueError(f"keep_fp8=True keeps E4M3 weights that only precision='fp8_v3' computes "
                          f"on, but the config has precision={cfg.precision!r}: pass "
                          f"precision='fp8_v3', or keep_fp8=False to dequantize")
-    r = CheckpointReader(path)
-    present = sum(r.has(f"model.layers.{cfg.num_layers + k}.eh_proj.weight")
-                  for k in range(cfg.num_mtp_modules))
-    if present < cfg.num_mtp_modules:
-        # transformers saves no MTP weights even when config.json keeps num_nextn_predict_layers.
-        warnings.warn(f"{path}: config.json declares {cfg.num_mtp_modules} MTP modules but the "
-                      f"checkpoint holds {present}; loading without the missing ones", stacklevel=3)
-        cfg = cfg.replace(num_mtp_modules=present)
     abstract = abstract_params(cfg)
     params = {"embed": r.get_shaped("model.embed_tokens.weight", "id", abstract["embed"].shape),
               "final_norm": {"scale": r.get_shaped("model.norm.weight", "id", (cfg.hidden_size,))},
@@ -166,6 +177,8 @@ def load_checkpoint(path: str, hf_config: dict, *, keep_fp8: bool = False,
         params["mtp"][k]["block"] = mod
         # The released MTP layers carry copies of the shared embedding and head.
         r.mark_used(prefix + "embed_tokens.weight", prefix + "shared_head.head.weight")
+    if not params["mtp"]:
+        del params["mtp"]  # the model's params hold no MTP entry without MTP modules
     r.check_all_used()
     return cfg, as_jax_params(params, cfg.param_dtype)
 

@@ -38,6 +38,10 @@ _ARCHITECTURES = ((deepseek_v3, deepseek_v3_config), (qwen2, qwen2_config), (lla
 _BY_MODEL_TYPE = {t: arch for arch, fmt in _ARCHITECTURES for t in fmt.MODEL_TYPES}
 _BY_CLASS_NAME = {c: arch for arch, fmt in _ARCHITECTURES for c in fmt.ARCHITECTURES}
 _BY_CONFIG_TYPE = {ModelConfig: deepseek_v3, Qwen2Config: qwen2, LlamaConfig: llama}
+# Model config fields that no config.json holds: how a run computes and initialises, not what the
+# checkpoint is. A run started from a checkpoint may set them; every other field is config.json's.
+RUN_OPTIONS = ("init_std", "precision", "dtype", "param_dtype", "kernels", "seq_aux_alpha",
+               "bias_update_speed")
 
 
 def _architecture_of(hf_config: dict, path: str):
@@ -75,6 +79,18 @@ def load_checkpoint(path: str, *, keep_fp8: bool = False, **config_overrides):
                                                              **config_overrides)
 
 
+def read_model_config(path: str, **config_overrides):
+    """The model config `load_checkpoint(path)` returns, from config.json and the tensor names
+    alone (no weights read): what a run started from this directory trains."""
+    hf_config = read_config_json(path)
+    architecture = _architecture_of(hf_config, path)
+    if architecture is deepseek_v3:
+        return deepseek_v3.model_config(path, hf_config, **config_overrides)
+    config_format = dict(_ARCHITECTURES)[architecture]
+    return config_format.from_hf_config(hf_config, config_path=config_json_path(path),
+                                        **config_overrides)
+
+
 def save_checkpoint(cfg, params: dict, path: str, *, dtype: str = "float32", fp8: bool = False,
                     max_shard_bytes: int = 4 << 30) -> None:
     """Write config.json + safetensors that `transformers` loads (dtype float32 or bfloat16): a
@@ -90,5 +106,5 @@ def params_to_hf(cfg, params: dict) -> dict[str, np.ndarray]:
     return _module_for(cfg).params_to_hf(cfg, params)
 
 
-__all__ = ["dequantize_block_fp8", "load_checkpoint", "params_to_hf", "quantize_block_fp8",
-           "save_checkpoint"]
+__all__ = ["RUN_OPTIONS", "dequantize_block_fp8", "load_checkpoint", "params_to_hf",
+           "quantize_block_fp8", "read_model_config", "save_checkpoint"]

@@ -20,6 +20,7 @@ from r1jax.recipe import stages as table
 from r1jax.recipe.config import PipelineConfig
 from r1jax.train.checkpoint import latest_step, load_params
 from r1jax.train.experiment import to_dict
+from r1jax.train.hf_start import start_from_hf
 from r1jax.train.workdir import check_resume
 
 # What a checkpoint's tokenizer is made of (the files transformers' save_pretrained writes).
@@ -60,6 +61,7 @@ def copy_tokenizer(source: str, out_dir: str) -> None:
 def export_stage(cfg: PipelineConfig, workdir: str, name: str, out_dir: str, *,
                  dtype: str = "float32") -> str:
     """Write stage `name`'s final params (and the tokenizer) to `out_dir` as a HF directory."""
+    cfg = start_from_hf(cfg)  # a stage imported from a checkpoint has that checkpoint's model
     if table.stage(name).is_data:
         raise ValueError(f"stage {name!r} writes a data set, not a model; export one of "
                          f"{[s.name for s in table.STAGES if not s.is_data]}")

@@ -34,17 +34,22 @@ from r1jax.recipe import stages as table
 from r1jax.recipe.compute import match_sft_steps, rl_flops, sft_flops
 from r1jax.recipe.config import KIND_CONFIGS, PipelineConfig
 from r1jax.recipe.export import stage_model, tokenizer_file
+from r1jax.recipe.hf_stages import (check_checkpoint_starts, import_stage, is_imported,
+                                   recorded_import_is_current)
 from r1jax.rl import grpo_stage
 from r1jax.rollout import SamplingConfig
 from r1jax.sharding import make_mesh
 from r1jax.train import supervised
 from r1jax.train.checkpoint import latest_step, load_params
 from r1jax.train.experiment import to_dict
+from r1jax.train.hf_start import start_from_hf
 from r1jax.train.workdir import WorkdirLock
 
 
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, workdir: str, stages=table.STAGES):
+        cfg = start_from_hf(cfg)  # the entry resolved it already; this gives an equal config
+        check_checkpoint_starts(cfg, stages)
         self.cfg, self.workdir, self.stages = cfg, os.path.abspath(workdir), stages
         for s in stages:
             expected = KIND_CONFIGS[s.kind]
@@ -89,7 +94,7 @@ class Pipeline:
     def steps_of(self, name: str) -> int:
         """A training stage's steps (derived from `compute_of` where the config asks); 0 for data."""
         s = table.stage(name, self.stages)
-        if s.is_data:
+        if s.is_data or is_imported(self.cfg, s):
             return 0
         cfg = getattr(self.cfg, name)
         if s.compute_of is None or not self.cfg.match_student_compute:
@@ -99,7 +104,8 @@ class Pipeline:
 
     def done(self, name: str) -> bool:
         entry = self.results.get(name)
-        return entry is not None and entry.get("steps") == self.steps_of(name)
+        return (entry is not None and entry.get("steps") == self.steps_of(name)
+                and recorded_import_is_current(self.cfg, table.stage(name, self.stages), entry))
 
     def record(self, name: str, entry: dict) -> None:
         entry = {**entry, "steps": self.steps_of(name)}
@@ -142,6 +148,9 @@ class Pipeline:
 
     def train(self, s: table.Stage) -> dict:
         """Run (or resume) a training stage; returns its compute as a table entry."""
+        if is_imported(self.cfg, s):
+            return import_stage(getattr(self.cfg, s.name), self.model_of(s.name), self.tok,
+                                self.stage_dir(s.name), self.output(s.name))
         cfg, model = self.stage_config(s), self.model_of(s.name)
         if s.kind == table.GRPO:
             grpo_stage.run(model, cfg, self.tok, self.stage_dir(s.name), name=s.name)

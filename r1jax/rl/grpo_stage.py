@@ -18,12 +18,14 @@ import numpy as np
 
 from r1jax import data as rdata
 from r1jax.field_checks import at_least, between, check_fields, positive
+from r1jax.interop import hf
 from r1jax.rl.grpo import dynamic_sampling_mask, group_advantages, overlong_penalty
 from r1jax.rl.grpo_step import GRPOConfig, grpo_batch, grpo_step_fn, sequence_logprobs
 from r1jax.rollout import SamplingConfig, check_rewards, generate, score
 from r1jax.sharding import MeshConfig, batch_sharding, batch_shards, global_array, make_mesh
 from r1jax.train import loop
 from r1jax.train.experiment import TrainConfig, to_dict
+from r1jax.train.hf_start import start_from_hf
 from r1jax.train.optim import OptimConfig
 
 
@@ -53,6 +55,9 @@ class RLConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     prompt_seed: int = 0  # order of the training prompts
     sampling_seed: int = 1  # the rollouts' random stream (step s samples with fold_in(key, s))
+    # A Hugging Face checkpoint directory to start the policy from (its model, params and
+    # tokenizer) instead of `train.init_from` (r1jax/train/hf_start.py).
+    hf_checkpoint: str = ""
 
     def __post_init__(self):
         check_fields(self, prompts_per_step=at_least(1), max_prompt_len=at_least(1),
@@ -152,7 +157,12 @@ class RolloutBatches(loop.BatchSource):
 
 def run(model_cfg, rl: RLConfig, tok, workdir: str, *, name: str = "grpo") -> list[dict]:
     """GRPO from the params of checkpoint directory `rl.train.init_from`; checkpoints and
-    metrics.jsonl go to `workdir`. Returns the metrics logged by this run."""
+    metrics.jsonl go to `workdir`. Returns the metrics logged by this run. With
+    `rl.hf_checkpoint`, model_cfg and tok may be None: they are the checkpoint's."""
+    if rl.hf_checkpoint:
+        rl = start_from_hf(rl)
+        model_cfg = model_cfg or hf.read_model_config(rl.hf_checkpoint)
+        tok = tok or rdata.load_tokenizer(rl.hf_checkpoint)
     check_rl_config(rl, make_mesh(rl.mesh))
 
     def make_step(tx, lr):

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from r1jax.data import chat
+from r1jax.data.chat_prompts import opened_by_template
 from r1jax.data.pipeline import rl_batch, rl_prompt_features
 from r1jax.data.text_tokenizer import TextTokenizer
 
@@ -37,11 +38,14 @@ def prompt_batches(tok: TextTokenizer, problems: Sequence[dict], *, batch_size: 
 def decode_completions(tok: TextTokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
     """Generated ids -> text, without the trailing EOS. Ids past the tokenizer's vocabulary (the
     model's embedding table may be larger) decode as unknown, or are dropped by tokenizers that
-    have no unknown token (byte-level BPE)."""
+    have no unknown token (byte-level BPE). A chat template that opens the think block in its
+    generation prompt wrote that opening, not the model: it is put back in front of each text
+    (r1jax/data/chat_prompts.py), so verifiers and format rewards read the whole completion."""
+    opened = opened_by_template(tok)
     out = []
     for row, n in zip(tokens, lengths):
         ids = [int(t) if int(t) < tok.vocab_size else tok.unk_id for t in row[:n]
                if int(t) != tok.eos_id]
         ids = [t for t in ids if t is not None]
-        out.append(tok.decode(ids))
+        out.append(opened + tok.decode(ids))
     return out

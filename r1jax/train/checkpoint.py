@@ -10,9 +10,11 @@ that fails (a full disk, a read-only directory) is reported with the step that i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -141,3 +143,46 @@ def latest_step(directory: str) -> int | None:
     step = manager.latest_step()
     manager.close()
     return step
+
+
+def is_hf_checkpoint(directory: str) -> bool:
+    """A Hugging Face checkpoint directory (config.json + safetensors), not an orbax one."""
+    return os.path.isfile(os.path.join(directory, "config.json")) and any(
+        name.endswith(".safetensors") for name in os.listdir(directory))
+
+
+def hf_params(directory: str, model_cfg, abstract_params):
+    """The safetensors of HF checkpoint `directory` as `model_cfg`'s params, placed on the
+    shardings of `abstract_params` (every process reads the files whole and keeps its shards)."""
+    from r1jax.interop import hf
+    from r1jax.sharding import global_array
+
+    options = {name: getattr(model_cfg, name) for name in hf.RUN_OPTIONS if hasattr(model_cfg, name)}
+    cfg, params = hf.load_checkpoint(directory, **options)
+    if cfg != model_cfg:
+        theirs, ours = dataclasses.asdict(cfg), dataclasses.asdict(model_cfg)
+        differ = [f"{k}: {ours.get(k)!r} vs {theirs[k]!r}" for k in theirs if ours.get(k) != theirs[k]]
+        raise ValueError(f"{directory} holds a {type(cfg).__name__} that is not the run's model "
+                         f"{type(model_cfg).__name__} ({'; '.join(differ) or 'another class'}): "
+                         f"start from it with hf_checkpoint={directory}, which takes the model "
+                         "from its config.json")
+    return jax.tree.map(lambda x, a: global_array(np.asarray(x), a.sharding), params,
+                        abstract_params)
+
+
+def initial_params(directory: str, model_cfg, abstract_params):
+    """The params a run starts from (`train.init_from`): an orbax checkpoint directory's (a
+    previous stage), or a Hugging Face checkpoint directory's, on `abstract_params`' shardings."""
+    if os.path.isdir(directory) and is_hf_checkpoint(directory):
+        return hf_params(directory, model_cfg, abstract_params)
+    return restore_params(directory, abstract_params, path=PARAMS_PATH)
+
+
+def write_params_checkpoint(directory: str, params, step: int = 0) -> None:
+    """Save `params` alone where the loop keeps a stage's params (("train", "params")), so every
+    reader of stage checkpoints (`load_params`, `train.init_from`) takes them as a stage's."""
+    ckpt = Checkpointer(directory, save_every=1, keep=1, async_save=False)
+    try:
+        ckpt.save(step, {PARAMS_PATH[0]: {PARAMS_PATH[1]: params}}, {}, force=True)
+    finally:
+        ckpt.close()

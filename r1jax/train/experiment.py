@@ -85,6 +85,9 @@ class ExperimentConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    # A Hugging Face checkpoint directory (config.json, safetensors, tokenizer) this run starts
+    # from: it sets the model, the starting params and the tokenizer (r1jax/train/hf_start.py).
+    hf_checkpoint: str = ""
 
 
 def load_config(spec: str):

@@ -30,7 +30,7 @@ from r1jax import models
 from r1jax.distributed import is_main
 from r1jax.models.counting import train_flops_per_token
 from r1jax.sharding import MeshConfig, batch_sharding, make_mesh, replicated
-from r1jax.train.checkpoint import PARAMS_PATH, Checkpointer, abstract_with_shardings, restore_params
+from r1jax.train.checkpoint import Checkpointer, abstract_with_shardings, initial_params
 from r1jax.train.experiment import TrainConfig
 from r1jax.train.metrics_log import MetricsLog
 from r1jax.train.optim import OptimConfig, learning_rate, make_optimizer
@@ -130,8 +130,8 @@ def _run(workdir, name, model_cfg, mesh_cfg, optim, train, make_step, source, re
             raise ValueError(f"{name}: the data iterator saved at step {start} in {ckpt.directory} "
                              f"does not fit this data pipeline ({type(e).__name__}: {e}); resume "
                              "with the data config in config.json, or use another workdir") from e
-    elif train.init_from:  # the next stage of a pipeline: no random init to compile or run
-        params = restore_params(train.init_from, abstract.params, path=PARAMS_PATH)
+    elif train.init_from:  # a previous stage or a HF checkpoint: no random init to compile or run
+        params = initial_params(train.init_from, model_cfg, abstract.params)
         start_from = jax.jit(lambda p, k: state_from_params(tx, p, k), out_shardings=shardings)
         state, start = start_from(params, jax.random.key(train.seed)), 0
     else:

@@ -127,13 +127,17 @@ def test_load_tokenizer_reads_a_checkpoint_directory_or_its_tokenizer_json(pair)
 def test_pipelines_take_a_checkpoint_tokenizer(pair):
     name, ours, _ = pair
     example = {"prompt": "Compute 12+30.", "answer": "42", "reasoning": "12+30=42"}
-    row = sft_features(ours, example, seq_len=96)
+    # Rows of 160: prompts are rendered with the checkpoint's chat template, and Qwen's adds its
+    # default system prompt.
+    row = sft_features(ours, example, seq_len=160)
     first = int(row["inputs"][0])
     assert (first == ours.bos_id) == (name == "r1")  # bos only where the tokenizer has one
     assert row["loss_mask"].any() and ours.eos_id in row["targets"][row["loss_mask"]]
-    prompt = rl_prompt_features(ours, example, max_prompt_len=96)
+    prompt = rl_prompt_features(ours, example, max_prompt_len=160)
     assert prompt["prompt_mask"].sum() == prompt["prompt_lengths"]
     # Sampled ids past the vocabulary (a padded embedding table) are dropped, not decoded as unk.
     ids = ours.encode(" <answer> 42 </answer>")
     tokens = np.asarray([ids + [ours.vocab_size + 5, ours.eos_id]])
-    assert decode_completions(ours, tokens, np.asarray([len(ids) + 2])) == [" <answer> 42 </answer>"]
+    # R1's template opens <think> in the generation prompt: decoding puts it back in front.
+    opened = "<think>\n" if name == "r1" else ""
+    assert decode_completions(ours, tokens, np.asarray([len(ids) + 2])) == [f"{opened} <answer> 42 </answer>"]

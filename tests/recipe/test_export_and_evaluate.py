@@ -79,6 +79,17 @@ def test_evaluate_an_exported_stage(finished, tmp_path, monkeypatch, capsys):
     assert {"pass@2", "cons@2", "response_length"} <= set(summary)
     assert "| pass@1 | pass@2 | cons@2 |" in capsys.readouterr().out
 
+    # A test file in the GSM8K layout: every row is evaluated unless --num_problems says otherwise.
+    gsm8k = tmp_path / "test.jsonl"
+    gsm8k.write_text("".join(json.dumps({"question": f"What is {i} + {i}?",
+                                         "answer": f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n"
+                                                   f"#### {2 * i}"}) + "\n" for i in range(5)))
+    evaluate_script.main(["--checkpoint", str(out), "--data", str(gsm8k), "--workdir",
+                          str(report), "--k", "1", "--max_new_tokens", "4"])
+    records = [json.loads(line) for line in open(report / "problems.jsonl")]
+    assert [r["answer"] for r in records] == ["0", "2", "4", "6", "8"]
+    assert json.load(open(report / "summary.json"))["data"] == f"{gsm8k} (5 problems)"
+
 
 def test_bad_input_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
