@@ -15,8 +15,9 @@ import warnings
 from typing import Any, Literal
 
 
-# ModelConfig.kernels: plain XLA; the Mosaic GPU kernels compiled for Hopper; or interpreted.
-KERNEL_CHOICES = ("xla", "pallas", "pallas_interpret")
+# ModelConfig.kernels: XLA; the Mosaic GPU kernels compiled for Hopper; or interpreted; or XLA's
+# plain formulations (dense masked softmax, lax.ragged_dot) as the baseline (r1jax/nn/kernels.py).
+KERNEL_CHOICES = ("xla", "pallas", "pallas_interpret", "xla_reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +80,11 @@ class ModelConfig:
     param_dtype: str = "float32"
     # Which implementation runs the expert GEMMs, MLA attention and (under precision="fp8_v3") the
     # block-scaled FP8 GEMM of the dense projections; one of KERNEL_CHOICES, read by
-    # r1jax/nn/kernels.py alone. "xla": plain jnp/lax ops. "pallas": the bf16 Mosaic GPU kernels of
-    # pallas_kernels/ compiled for Hopper, where each kernel supports the call, else the same XLA
-    # math. "pallas_interpret": those kernels in the Mosaic GPU interpreter, on any backend (tests).
+    # r1jax/nn/kernels.py alone. "xla": jnp/lax ops, formulated per backend. "pallas": the bf16
+    # Mosaic GPU kernels of pallas_kernels/ compiled for Hopper, where each kernel supports the
+    # call, else the same XLA math. "pallas_interpret": those kernels in the Mosaic GPU
+    # interpreter, on any backend (tests). "xla_reference": the plain XLA formulations (dense
+    # masked softmax, lax.ragged_dot), the baseline of tests and benchmarks.
     # A static jit argument like the whole config, so the choice is part of the jit cache key.
     kernels: str = "xla"
 
@@ -104,7 +107,7 @@ class ModelConfig:
             raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels={self.kernels!r} must be one of {KERNEL_CHOICES}")
-        if self.kernels != "xla" and self.dtype != "bfloat16":
+        if self.kernels.startswith("pallas") and self.dtype != "bfloat16":
             raise ValueError(f"kernels={self.kernels!r} runs bf16 kernels: set dtype='bfloat16' "
                              f"(got {self.dtype!r})")
         if not 0 <= self.first_k_dense <= self.num_layers:
@@ -161,6 +164,16 @@ def tiny(**kw) -> ModelConfig:
     return base.replace(**kw)
 
 
+def deepseek_v3_small(**kw) -> ModelConfig:
+    """The CPU comparison model (experiments/bench_peers.py, bench_train.py): 4 layers (1 dense +
+    3 MoE), hidden 256, MLA with 8 heads, 8 routed experts top-2, no MTP (HF's model has none)."""
+    small = dict(vocab_size=1024, hidden_size=256, num_layers=4, num_heads=8, q_lora_rank=128,
+                 kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+                 intermediate_size=512, moe_intermediate_size=128, num_mtp_modules=0, yarn=None,
+                 max_position_embeddings=512)
+    return tiny(**{**small, **kw})
+
+
 def deepseek_v3_671b(**kw) -> ModelConfig:
     """The published DeepSeek-V3 / R1 shapes (config_671B.json)."""
     return ModelConfig().replace(**kw)
@@ -192,7 +205,7 @@ def moe_1b(**kw) -> ModelConfig:
     return base.replace(**kw)
 
 
-SIZES = {"tiny": tiny, "deepseek_v3_671b": deepseek_v3_671b, "deepseek_v2_lite": deepseek_v2_lite,
+SIZES = {"tiny": tiny, "deepseek_v3_small": deepseek_v3_small, "deepseek_v3_671b": deepseek_v3_671b, "deepseek_v2_lite": deepseek_v2_lite,
          "moe_1b": moe_1b}
 
 

@@ -45,10 +45,7 @@ QUICK = Shapes(train_batch=2, train_seq=32, gen_rows=2, gen_prompt=8, gen_new=8)
 
 def deepseek_small() -> config.ModelConfig:
     """4 layers (1 dense + 3 MoE), hidden 256, MLA, 8 routed experts top-2, no MTP (HF has none)."""
-    return config.tiny(vocab_size=1024, hidden_size=256, num_layers=4, num_heads=8,
-                       q_lora_rank=128, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16,
-                       v_head_dim=32, intermediate_size=512, moe_intermediate_size=128,
-                       num_mtp_modules=0, yarn=None, max_position_embeddings=512)
+    return config.deepseek_v3_small()
 
 
 def qwen2_small() -> qwen2.Qwen2Config:

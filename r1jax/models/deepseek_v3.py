@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.nn.attention import CausalMask
 from r1jax.nn.balance import update_routing_bias
 from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
@@ -80,12 +81,7 @@ def output_logits(h: jax.Array, embed: jax.Array, lm_head: jax.Array | None) -> 
 def attention_mask_for(tokens_mask, segment_ids, cache_valid, cache_index, t):
     """Boolean (B, T, S) visibility: causal by slot index, valid keys, same packed segment."""
     if cache_valid is None:  # S = T
-        q = jnp.arange(t)[:, None]
-        causal = jnp.arange(t)[None, :] <= q  # (T, T)
-        mask = causal[None] & tokens_mask[:, None, :]
-        if segment_ids is not None:
-            mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
-        return mask
+        return CausalMask(tokens_mask, segment_ids).dense()
     s = cache_valid.shape[1]
     causal = jnp.arange(s)[None, :] <= (cache_index + jnp.arange(t))[:, None]  # (T, S)
     return causal[None] & cache_valid[:, None, :]
@@ -124,7 +120,9 @@ class DeepseekV3(nnx.Module):
                                                               axis=1)
             if positions is None:
                 positions = jnp.broadcast_to(index + jnp.arange(t), (b, t))
-        mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)
+        # Without a cache the visibility stays structured (no (B, T, S) array): r1jax/nn/attention.py.
+        mask = (CausalMask(token_mask, segment_ids) if cache is None
+                else attention_mask_for(token_mask, segment_ids, cache_valid, index, t))
         cos, sin = rope_cos_sin(cfg, positions)
 
         h = constrain(lookup_table(self.embed[...].astype(dt))[tokens], ACTIVATION_AXES)  # (B, T, D)

@@ -27,7 +27,7 @@ from flax import nnx
 
 from r1jax.models.deepseek_v3 import attention_mask_for, output_logits
 from r1jax.nn.linear import project, project_in
-from r1jax.nn.mla import masked_softmax
+from r1jax.nn.attention import masked_softmax
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import merge_params, normal_param, variable_axes, variable_roles, zeros_param

@@ -15,6 +15,9 @@ fp8_matmul resolves `block_scaled_gemm_choice` before its jit. The values (confi
                       one config runs everywhere.
   "pallas_interpret"  the same kernels in the Mosaic GPU interpreter on any backend (the CPU tests),
                       with NaN-filled uninitialized memory so that reads of unwritten data show up.
+  "xla_reference"     the plain formulations on every backend: attention as a dense (B, H, T, S)
+                      masked softmax, expert GEMMs as `jax.lax.ragged_dot`. The baseline that
+                      tests and benchmarks compare the others with.
 The config is a static argument of every jit that traces the model, so the choice, interpreter
 included, is part of the jit cache key.
 
@@ -26,6 +29,14 @@ The four kernels:
   mla_decode      absorbed MLA attention over the latent cache (decoding)
   fp8_block_gemm  Fprop/Dgrad/Wgrad of the fp8_v3 projections (r1jax/nn/fp8_gemm.py)
 Whether this batch's attention mask is a kernel's mask is a run-time question that mla.py answers.
+
+Where no kernel runs, the XLA formulations are chosen here too (all but "xla_reference"):
+  causal attention  r1jax/nn/attention.py's query blocks with a recomputing backward, on every
+                    backend (no (B, H, T, S) mask or scores; blocks above the diagonal skipped):
+                    mla.py asks `use_blockwise_attention`.
+  expert GEMMs      on backends where `ragged_dot` lowers to a masked dense product over all
+                    groups (CPU: M*G*K*N work for M*K*N), r1jax/nn/ragged_tiles.py's batched
+                    GEMM over group-aligned tiles; elsewhere `jax.lax.ragged_dot`.
 
 `pallas_kernels` is imported only when a kernel is asked about or traced, so importing the model
 never needs the Mosaic GPU pieces.
@@ -40,15 +51,18 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.config import KERNEL_CHOICES
+from r1jax.nn.ragged_tiles import tiled_ragged_dot
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelChoice:
     """pallas: run the Mosaic GPU kernels where they support the call. interpret: in the Mosaic GPU
-    interpreter (any backend) rather than compiled for sm_90."""
+    interpreter (any backend) rather than compiled for sm_90. reference: the dense masked softmax
+    and `jax.lax.ragged_dot` everywhere."""
 
     pallas: bool = False
     interpret: bool = False
+    reference: bool = False  # plain XLA formulations ("xla_reference"): no kernel, no tiling
 
     @property
     def interpret_params(self):
@@ -67,7 +81,8 @@ def kernel_choice(kernels: str) -> KernelChoice:
     """The KernelChoice of a `ModelConfig.kernels` value."""
     if kernels not in KERNEL_CHOICES:
         raise ValueError(f"kernels={kernels!r} must be one of {KERNEL_CHOICES}")
-    return KernelChoice(pallas=kernels != "xla", interpret=kernels == "pallas_interpret")
+    return KernelChoice(pallas=kernels.startswith("pallas"), interpret=kernels == "pallas_interpret",
+                        reference=kernels == "xla_reference")
 
 
 def _supports(check_support: Callable[[], None]) -> bool:
@@ -101,10 +116,28 @@ def use_grouped_matmul(lhs, rhs, *, choice: KernelChoice) -> bool:
 def ragged_dot(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
                choice: KernelChoice) -> jax.Array:
     """`jax.lax.ragged_dot`: lhs (M, K) rows sorted by group, rhs (G, K, N) -> (M, N), on the
-    grouped-matmul kernel (differentiable, custom_vjp) where `use_grouped_matmul`."""
+    grouped-matmul kernel (differentiable, custom_vjp) where `use_grouped_matmul`, else
+    `xla_ragged_dot`."""
     if use_grouped_matmul(lhs, rhs, choice=choice):
         return grouped_matmul(lhs, rhs, group_sizes, choice=choice)
-    return jax.lax.ragged_dot(lhs, rhs, group_sizes)
+    return xla_ragged_dot(lhs, rhs, group_sizes, choice=choice)
+
+
+def ragged_dot_is_dense() -> bool:
+    """Whether this backend lowers `jax.lax.ragged_dot` to a dense product over every group with
+    the other groups' rows masked: XLA:CPU does (forward and both transposes)."""
+    return jax.default_backend() == "cpu"
+
+
+def xla_ragged_dot(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
+                   choice: KernelChoice, preferred_element_type=None) -> jax.Array:
+    """`jax.lax.ragged_dot` without a kernel: lhs (M, K), rhs (G, K, N) -> (M, N). Where
+    `ragged_dot_is_dense`, the batched GEMM over group-aligned tiles of r1jax/nn/ragged_tiles.py,
+    whose cost follows the rows; elsewhere, or with `choice.reference`, `jax.lax.ragged_dot`.
+    Also the FP8 grouped GEMMs' dot (r1jax/nn/fp8_ragged.py)."""
+    if not choice.reference and ragged_dot_is_dense():
+        return tiled_ragged_dot(lhs, rhs, group_sizes, preferred_element_type=preferred_element_type)
+    return jax.lax.ragged_dot(lhs, rhs, group_sizes, preferred_element_type=preferred_element_type)
 
 
 def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
@@ -127,6 +160,13 @@ def use_causal_attention(q, k, v, *, choice: KernelChoice) -> bool:
         check_support(q, k, v, block_sizes=BlockSizes(), interpret=choice.interpret_params)
 
     return choice.pallas and _supports(check)
+
+
+def use_blockwise_attention(choice: KernelChoice) -> bool:
+    """Whether causal attention without a cache, where no kernel runs it, takes the query blocks of
+    r1jax/nn/attention.py (every backend) rather than the dense (B, H, T, S) masked softmax: all
+    choices but "xla_reference"."""
+    return not choice.reference
 
 
 def causal_attention(q, k, v, lengths, *, softmax_scale: float, choice: KernelChoice) -> jax.Array:

@@ -8,17 +8,22 @@ Absorbed path (decoding on the latent cache): fold W_UK into the query and W_UV 
 so attention runs directly over the cached c_kv (C) and k_rope (R): 576 values per token per
 layer for V3 instead of H*(N+R+V). Both compute the same function.
 
+Without a cache the model passes a `CausalMask` (causal, key validity, packed segments) rather
+than a (B, T, S) array, and attention runs in query blocks that skip the keys above the diagonal
+and recompute probabilities in the backward pass (r1jax/nn/attention.py); "xla_reference" keeps
+the dense (B, H, T, S) masked softmax, as does a dense mask handed to this layer.
+
 With `cfg.kernels` "pallas" or "pallas_interpret" the attention core runs as a Pallas kernel where
 r1jax/nn/kernels.py says one runs (the kernel supports the head dims, dtype and platform), and
-when the kernel can express the mask: it takes only per-row key ranges plus causality. Only the
-(B, T, S) mask reaches this layer, so that condition is checked on it at run time (`lax.cond`):
+when the kernel can express the mask: it takes only per-row key ranges plus causality. Whether it
+can is a property of the batch, so it is checked on the (B, T, S) mask at run time (`lax.cond`):
   naive path:    mask == (s <= t) & (s < L[b]), i.e. right-padded or unpadded rows, no packed
                  segments; L[b] = keys visible to the last query.
   absorbed path: mask == (s >= S0[b]) & (s < L[b] - T + 1 + t), i.e. each row's valid cache
                  slots are one contiguous run [S0[b], L[b]) ending at the new tokens: unpadded
                  prompts, the sampler's left-padded prompts (S0 = padding), and generation,
                  finished rows included (their invalid new slots come after the run).
-Other masks (holes inside a row's cache, segment_ids) take the XLA einsums.
+Other masks (holes inside a row's cache, segment_ids) take the XLA formulations.
 """
 
 from __future__ import annotations
@@ -29,19 +34,11 @@ from flax import nnx
 
 from r1jax.config import ModelConfig
 from r1jax.nn import kernels
+from r1jax.nn.attention import CausalMask, causal_attention, masked_softmax
 from r1jax.nn.linear import project, project_in
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import normal_param
 from r1jax.nn.rope import apply_rope
-
-
-def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Softmax in float32 over the last axis; fully masked rows give zeros, not NaNs."""
-    scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
-    row_max = jnp.max(scores, axis=-1, keepdims=True)
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    p = jnp.where(mask, jnp.exp(scores - row_max), 0.0)
-    return p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
 
 
 class MLA(nnx.Module):
@@ -83,7 +80,8 @@ class MLA(nnx.Module):
         return self.kv_norm(c_kv), apply_rope(k_rope, cos, sin, interleave=cfg.rope_interleave)
 
     def __call__(self, x, cos, sin, mask, cache_layer=None, cache_index=None):
-        """x (B, T, D); cos/sin (B, T, R/2); mask (B, T, S) True where key s is visible.
+        """x (B, T, D); cos/sin (B, T, R/2); mask (B, T, S) True where key s is visible, or
+        without a cache a `CausalMask` (key_valid, segment_ids) that describes it.
 
         Without a cache S = T (naive path). With `cache_layer` = (c_kv (B, S, C), k_rope (B, S, R))
         the new latents are written at `cache_index` and attention runs absorbed over the cache.
@@ -101,23 +99,30 @@ class MLA(nnx.Module):
             kv = project(c_kv, self.kv_b[...], cfg.precision, cfg.kernels)  # (B, S, H, N+V)
             k_nope, v = kv[..., :n], kv[..., n:]
 
-            def xla_attention(q_nope, q_rope, k_nope, k_rope, v):
+            def dense_attention(q_nope, q_rope, k_nope, k_rope, v):
+                visible = mask.dense() if isinstance(mask, CausalMask) else mask  # (B, T, S)
                 scores = (jnp.einsum("bthn,bshn->bhts", q_nope, k_nope)
                           + jnp.einsum("bthr,bsr->bhts", q_rope, k_rope))  # (B, H, T, S)
-                probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
+                probs = masked_softmax(scores * cfg.softmax_scale, visible[:, None]).astype(dt)
                 return jnp.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, V)
 
+            def blockwise_attention(q_nope, q_rope, k_nope, k_rope, v):
+                q, k = heads_qk(q_nope, q_rope, k_nope, k_rope)
+                o = causal_attention(q, k, v, mask, softmax_scale=cfg.softmax_scale)
+                return o.astype(dt)  # (B, T, H, V)
+
+            # The structured mask (training, prefill) needs no (B, T, S) array: query blocks,
+            # unless the choice is the dense reference (r1jax/nn/kernels.py decides).
+            blockwise = isinstance(mask, CausalMask) and kernels.use_blockwise_attention(choice)
+            xla_attention = blockwise_attention if blockwise else dense_attention
             args = (q_nope, q_rope, k_nope, k_rope, v)
             qk_spec = jax.ShapeDtypeStruct((*q_nope.shape[:3], cfg.qk_head_dim), dt)  # (B, T, H, N+R)
             if kernels.use_causal_attention(qk_spec, qk_spec, v, choice=choice):
-                lengths, fits = right_padded_causal_lengths(mask)
+                lengths, fits = right_padded_causal_lengths(
+                    mask.dense() if isinstance(mask, CausalMask) else mask)
 
                 def kernel_attention(q_nope, q_rope, k_nope, k_rope, v):
-                    h = q_nope.shape[2]
-                    q = jnp.concatenate([q_nope, q_rope], axis=-1)  # (B, T, H, N+R)
-                    b, s, r = k_rope.shape
-                    k_rope_h = jnp.broadcast_to(k_rope[:, :, None], (b, s, h, r))  # shared by heads
-                    k = jnp.concatenate([k_nope, k_rope_h], axis=-1)  # (B, S, H, N+R)
+                    q, k = heads_qk(q_nope, q_rope, k_nope, k_rope)
                     o = kernels.causal_attention(q, k, v, lengths, softmax_scale=cfg.softmax_scale,
                                                  choice=choice)
                     return o.astype(dt)  # (B, T, H, V)
@@ -159,6 +164,15 @@ class MLA(nnx.Module):
             o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
         return project_in(o, self.o.get_value(), cfg.precision, 2, cfg.kernels), new_cache  # (B, T, D)
+
+
+def heads_qk(q_nope, q_rope, k_nope, k_rope) -> tuple[jax.Array, jax.Array]:
+    """Per-head queries and keys of dim N+R: q (B, T, H, N+R), k (B, S, H, N+R), the rope key
+    (B, S, R) shared by every head."""
+    q = jnp.concatenate([q_nope, q_rope], axis=-1)  # (B, T, H, N+R)
+    b, s, h, _ = k_nope.shape
+    k_rope_h = jnp.broadcast_to(k_rope[:, :, None], (b, s, h, k_rope.shape[-1]))  # (B, S, H, R)
+    return q, jnp.concatenate([k_nope, k_rope_h], axis=-1)  # (B, S, H, N+R)
 
 
 def right_padded_causal_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:

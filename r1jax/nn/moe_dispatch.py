@@ -37,7 +37,9 @@ all_gather's ep*n (K/ep as much at V3's ep=64, K=8): the next step for large exp
 The grouped matmul follows `precision`: the FP8 recipes ("fp8_v3", "fp8_per_tensor") run their own
 grouped GEMM (r1jax/nn/fp8_ragged.py); "bf16" runs `kernels.ragged_dot`, which `choice` (a
 `KernelChoice`, r1jax/nn/kernels.py) puts on the Mosaic GPU kernel of pallas_kernels/grouped_matmul
-(custom_vjp for training) where it can run, and on `jax.lax.ragged_dot` elsewhere.
+(custom_vjp for training) where it can run; without a kernel, on CPU, on a batched GEMM over
+group-aligned row tiles whose cost follows the routed rows (r1jax/nn/ragged_tiles.py; the masked
+dense product above is `kernels="xla_reference"`), and on `jax.lax.ragged_dot` elsewhere.
 
 Expert weights kept in E4M3 from an FP8 checkpoint (128x128 `QuantizedArray`s, see
 r1jax/nn/linear.py) run only under "fp8_v3" and on one device: their block grid would have to
@@ -73,7 +75,7 @@ def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Ar
     def matmul(lhs, rhs):  # (M, K) x (G, K, N) -> (M, N)
         if precision == "bf16":
             return kernels.ragged_dot(lhs, rhs, group_sizes, choice=choice)
-        return fp8_ragged_dot(lhs, rhs, group_sizes, precision)
+        return fp8_ragged_dot(lhs, rhs, group_sizes, precision, choice=choice)
 
     h = matmul(rows, gate)  # (M, F)
     u = matmul(rows, up)  # (M, F)

@@ -81,7 +81,7 @@ def decode_kernel_runs(monkeypatch):
 
 def test_config_validates_kernels():
     with pytest.raises(ValueError, match=r"kernels='triton' must be one of "
-                                         r"\('xla', 'pallas', 'pallas_interpret'\)"):
+                                         r"\('xla', 'pallas', 'pallas_interpret', 'xla_reference'\)"):
         config.tiny(kernels="triton")
     for value in ("pallas", "pallas_interpret"):  # float32 activations cannot feed the bf16 kernels
         with pytest.raises(ValueError, match=f"kernels='{value}' runs bf16 kernels: set dtype='bfloat16'"):
@@ -89,6 +89,9 @@ def test_config_validates_kernels():
     assert kernels.kernel_choice(INTERPRET_CFG.kernels) == kernels.KernelChoice(pallas=True, interpret=True)
     assert kernels.kernel_choice(PALLAS_CFG.kernels) == kernels.KernelChoice(pallas=True)
     assert kernels.kernel_choice(XLA_CFG.kernels) == kernels.XLA
+    # The plain formulations need no bf16: they are the float32 baseline.
+    reference = config.tiny(kernels="xla_reference")
+    assert kernels.kernel_choice(reference.kernels) == kernels.KernelChoice(reference=True)
 
 
 def test_mask_conditions_for_the_attention_kernels():

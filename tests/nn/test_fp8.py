@@ -28,6 +28,7 @@ import pytest
 
 from r1jax.interop.hf import dequantize_block_fp8
 from r1jax.nn import fp8
+from r1jax.nn.kernels import XLA, xla_ragged_dot
 
 U32 = 2.0**-24
 QUANT_REL = 2.0**-4 + 2.0**-22
@@ -482,13 +483,16 @@ def test_fp8_per_tensor_ragged_dot_matches_numpy():
 
 
 def test_bf16_ragged_dot_is_plain_ragged_dot():
+    """The bf16 recipe is the plain grouped dot (`kernels.xla_ragged_dot`: on CPU the tiled GEMM,
+    which tests/nn/test_ragged_tiles.py checks against jax.lax.ragged_dot) in the activation dtype."""
     x = jnp.asarray(random_activations((sum(GROUP_SIZES), 200), seed=1), jnp.bfloat16)
     w = jnp.asarray(random_weights((len(GROUP_SIZES), 200, 130), seed=2))
     y, dy, dx, dw = run_ragged("bf16", x, w)
     group_sizes = jnp.asarray(GROUP_SIZES, jnp.int32)
 
     def plain(x, w):
-        y = jax.lax.ragged_dot(x, w.astype(x.dtype), group_sizes, preferred_element_type=jnp.float32)
+        y = xla_ragged_dot(x, w.astype(x.dtype), group_sizes, choice=XLA,
+                           preferred_element_type=jnp.float32)
         return y.astype(x.dtype)
 
     y_ref, vjp_ref = jax.vjp(jax.jit(plain), x, w)

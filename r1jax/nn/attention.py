@@ -1,0 +1,158 @@
+"""Causal self-attention without a (B, T, S) mask: query blocks with a recomputing backward.
+
+Axis glossary: B batch, T query tokens, S key tokens (S = T), H heads, Dk query/key head dim,
+Dv value head dim, L query rows of a block.
+
+The visibility of training and prefill without a cache is structured: key s is visible to query
+t iff s <= t (causal), key s is a real token (`key_valid`) and both lie in the same packed
+segment (`segment_ids`). `CausalMask` carries those (B, S) and (B, T) arrays; `dense()` builds
+the (B, T, S) boolean only for code that needs it (the dense reference, the kernels' run-time
+mask check).
+
+`causal_attention` splits the queries into blocks of L rows; block i sees only the keys
+[0, (i + 1) L), so the blocks above the diagonal are never computed (5/8 of the full product at
+L = T/4), and each block's mask is built from iotas and the two small arrays. The forward keeps
+the output and the log-sum-exp (B, H, T) only; the backward (custom_vjp) recomputes each block's
+probabilities and forms dS = P * (dP - rowsum(dO * O)) in one pass, as flash attention does,
+instead of differentiating the masked softmax's several elementwise passes. Measured (jax 0.11.2,
+2 shared CPU cores, float32, B=8 T=256 H=4 Dk=192 Dv=128, forward + backward, median of 11
+interleaved runs): 92 ms against 170 ms for the dense masked softmax (L=64: 142 ms, L=32: 133 ms).
+
+Queries that see no key (a left-padded row's pad tokens) give zeros, as `masked_softmax` does.
+
+Why not `jax.nn.dot_product_attention`: its XLA implementation builds the same (B, H, T, S)
+logits and combined mask, asks for a value of the key's shape (MLA's d_v = 128 is not d_qk =
+192), and averages the values of a query that sees no key; its cuDNN implementation runs on
+NVIDIA GPUs only, where the Pallas kernel (pallas_kernels/mla_attention) is this path's GPU form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+DEFAULT_BLOCK = 128  # query rows per block: the fastest of 32/64/128 on CPU
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax in float32 over the last axis; fully masked rows give zeros, not NaNs."""
+    scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+    row_max = jnp.max(scores, axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    p = jnp.where(mask, jnp.exp(scores - row_max), 0.0)
+    return p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CausalMask:
+    """Key s visible to query t iff s <= t and key_valid[b, s] and (without segment_ids, or)
+    segment_ids[b, t] == segment_ids[b, s]. key_valid (B, S) bool; segment_ids (B, T) int or
+    None."""
+
+    key_valid: jax.Array
+    segment_ids: jax.Array | None = None
+
+    def block(self, lo: int, hi: int) -> jax.Array:
+        """The visibility of queries [lo, hi) over keys [0, hi): (B, hi - lo, hi) bool."""
+        causal = jnp.arange(hi)[None, :] <= jnp.arange(lo, hi)[:, None]  # (L, S_i)
+        mask = causal[None] & self.key_valid[:, None, :hi]  # (B, L, S_i)
+        if self.segment_ids is not None:
+            mask &= self.segment_ids[:, lo:hi, None] == self.segment_ids[:, None, :hi]
+        return mask
+
+    def dense(self) -> jax.Array:
+        """(B, T, S) bool."""
+        return self.block(0, self.key_valid.shape[1])
+
+
+def _blocks(t: int, block: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + block, t)) for lo in range(0, t, block)]
+
+
+def _block_scores(q, k, lo, hi, softmax_scale):
+    """Scaled float32 scores of queries [lo, hi) over keys [0, hi): q, k (B, H, T, Dk) ->
+    (B, H, L, S_i)."""
+    return jnp.einsum("bhtd,bhsd->bhts", q[:, :, lo:hi], k[:, :, :hi],
+                      preferred_element_type=jnp.float32) * softmax_scale
+
+
+def _heads_major(*xs):
+    """(B, T, H, D) -> (B, H, T, D): every block's GEMMs then batch over leading (B, H) without
+    a transpose of their own (10-25% faster on CPU than transposing inside each einsum)."""
+    return [jnp.swapaxes(x, 1, 2) for x in xs]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _causal_attention(q, k, v, mask, softmax_scale, block):
+    return _causal_attention_fwd(q, k, v, mask, softmax_scale, block)[0]
+
+
+def _causal_attention_fwd(q, k, v, mask, softmax_scale, block):
+    q, k, v = _heads_major(q, k, v)  # (B, H, T, Dk), (B, H, S, Dk), (B, H, S, Dv)
+    outs, lses = [], []
+    for lo, hi in _blocks(q.shape[2], block):
+        visible = mask.block(lo, hi)[:, None]  # (B, 1, L, S_i)
+        scores = jnp.where(visible, _block_scores(q, k, lo, hi, softmax_scale), -jnp.inf)
+        row_max = jnp.max(scores, axis=-1, keepdims=True)  # (B, H, L, 1)
+        row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)  # rows that see nothing
+        p = jnp.exp(scores - row_max)  # (B, H, L, S_i), exactly 0 where masked
+        total = jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
+        probs = (p / total).astype(v.dtype)
+        outs.append(jnp.einsum("bhts,bhsv->bhtv", probs, v[:, :, :hi]))  # (B, H, L, Dv)
+        lses.append((row_max + jnp.log(total))[..., 0])  # (B, H, L)
+    out = jnp.concatenate(outs, axis=2)  # (B, H, T, Dv)
+    residuals = (q, k, v, mask, out, jnp.concatenate(lses, axis=2))
+    return jnp.swapaxes(out, 1, 2), residuals  # (B, T, H, Dv)
+
+
+def _causal_attention_bwd(softmax_scale, block, residuals, d_out):
+    q, k, v, mask, out, lse = residuals  # heads-major as in the forward; lse (B, H, T)
+    f32 = jnp.float32
+    (d_out,) = _heads_major(d_out)  # (B, H, T, Dv)
+    # rowsum(dO * O) = sum_s P dP: the softmax Jacobian's correction term, once for all blocks.
+    correction = jnp.einsum("bhtv,bhtv->bht", d_out.astype(f32), out.astype(f32))  # (B, H, T)
+    dq, dk, dv = [], jnp.zeros(k.shape, f32), jnp.zeros(v.shape, f32)
+    for lo, hi in _blocks(q.shape[2], block):
+        visible = mask.block(lo, hi)[:, None]  # (B, 1, L, S_i)
+        scores = _block_scores(q, k, lo, hi, softmax_scale)
+        probs = jnp.where(visible, jnp.exp(scores - lse[:, :, lo:hi, None]), 0.0)  # (B, H, L, S_i)
+        d_probs = jnp.einsum("bhtv,bhsv->bhts", d_out[:, :, lo:hi], v[:, :, :hi],
+                             preferred_element_type=f32)  # (B, H, L, S_i)
+        d_scores = probs * (d_probs - correction[:, :, lo:hi, None]) * softmax_scale
+        # The GEMMs take their operands in the input dtype with float32 sums (bf16 ones run at
+        # the bf16 GEMM rate; a float32 operand would turn them into float32 GEMMs).
+        d_scores, probs = d_scores.astype(q.dtype), probs.astype(v.dtype)
+        dq.append(jnp.einsum("bhts,bhsd->bhtd", d_scores, k[:, :, :hi],
+                             preferred_element_type=f32))  # (B, H, L, Dk)
+        dk = dk.at[:, :, :hi].add(jnp.einsum("bhts,bhtd->bhsd", d_scores, q[:, :, lo:hi],
+                                             preferred_element_type=f32))
+        dv = dv.at[:, :, :hi].add(jnp.einsum("bhts,bhtv->bhsv", probs, d_out[:, :, lo:hi],
+                                             preferred_element_type=f32))
+    dq = jnp.concatenate(dq, axis=2)
+    dq, dk, dv = _heads_major(dq, dk, dv)  # back to (B, T, H, D)
+    # The mask's leaves are boolean and integer: no cotangent.
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+_causal_attention.defvjp(_causal_attention_fwd, _causal_attention_bwd)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: CausalMask, *,
+                     softmax_scale: float, block: int = DEFAULT_BLOCK) -> jax.Array:
+    """softmax(q k^T * scale, visible by `mask`) v: q, k (B, T, H, Dk), v (B, T, H, Dv) ->
+    (B, T, H, Dv) in v.dtype. Scores and softmax in float32; probabilities meet v in v.dtype."""
+    if q.shape != k.shape or v.shape[:3] != k.shape[:3] or mask.key_valid.shape != k.shape[:2]:
+        raise ValueError(f"{q.shape=}, {k.shape=}, {v.shape=}, {mask.key_valid.shape=}: need q, k "
+                         f"(B, T, H, Dk), v (B, T, H, Dv), key_valid (B, T)")
+    return _causal_attention(q, k, v, mask, float(softmax_scale), int(block))
+
+
+def dense_causal_attention(q, k, v, mask: CausalMask, *, softmax_scale: float) -> jax.Array:
+    """The same function through the (B, H, T, S) masked softmax: the reference."""
+    scores = jnp.einsum("bthd,bshd->bhts", q, k)  # (B, H, T, S)
+    probs = masked_softmax(scores * softmax_scale, mask.dense()[:, None]).astype(v.dtype)
+    return jnp.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, Dv)
