@@ -14,7 +14,7 @@ from r1jax.eval.tables import format_table
 
 STAGE_COLUMNS = (("Base", "base"), ("R1-Zero", "r1_zero"), ("Dev1", "cold_start"),
                  ("Dev2", "reasoning_rl"), ("Dev3", "rejection_sft"), ("R1", "final_rl"))
-DISTILL_ROWS = (("R1 (teacher, MoE-MLA)", "final_rl"), ("student base (dense Qwen2)", "student_base"),
+DISTILL_ROWS = (("R1 (teacher, MoE-MLA)", "final_rl"), ("student base (dense)", "student_base"),
                 ("student + GRPO (RL alone)", "student_rl"),
                 ("student distilled: SFT on R1 samples", "student_sft"),
                 ("student distilled: logit KD (forward KL, top-k)", "student_logit"))

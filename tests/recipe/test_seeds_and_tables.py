@@ -1,6 +1,7 @@
 """Runs with other seeds move every seed and nothing else; the paper tables of several runs show
 mean ± sample standard deviation, computed here independently."""
 
+import json
 import os
 
 import numpy as np
@@ -61,3 +62,20 @@ def test_one_run_is_plain_numbers_and_missing_runs_are_refused():
     with pytest.raises(ValueError, match="r1_zero pass@1: recorded by 1 of 2 runs"):
         tables.make_table("stages", runs)
 
+
+
+def stored_runs():
+    """The eval.json of each seed of the README's run (tests/recipe/data/), as the recipe wrote it."""
+    directory = os.path.join(ROOT, "tests", "recipe", "data", "r1_pipeline_tiny")
+    names = sorted(os.listdir(directory))
+    assert names == [f"seed_{s}.eval.json" for s in range(len(names))] and len(names) >= 3
+    return [json.load(open(os.path.join(directory, name))) for name in names]
+
+
+def test_readme_tables_are_the_table_writer_on_the_stored_runs():
+    """The README's tables cannot drift from what the code prints for the stored runs."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    runs = stored_runs()
+    for name in tables.TABLES:
+        assert tables.make_table(name, runs) in readme, name
+    assert tables.make_table("stages", runs[0]) in readme  # the main command's seed alone
