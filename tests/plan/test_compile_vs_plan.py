@@ -11,14 +11,11 @@ plan for the same setup (tests/plan/compile_check.py). Stated factors:
     attention's masked-softmax intermediates the plan counts once.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.devices import xla_flags
+from tests.devices import run_with_devices
 
 pytestmark = pytest.mark.slow  # a subprocess with 8 simulated devices compiling two meshes
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,12 +24,7 @@ TEMP_LOW, TEMP_HIGH = 0.67, 2.0
 
 
 def run_compile_check(directory):
-    env = dict(os.environ, XLA_FLAGS=xla_flags(8), PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "compile_check.py")],
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return run_with_devices(os.path.join(HERE, "compile_check.py"), 8)
 
 
 @pytest.fixture(scope="module")

@@ -147,17 +147,9 @@ def test_a_deepseek_v3_checkpoint_gives_the_model_load_checkpoint_gives(tmp_path
 
 @pytest.mark.slow  # a subprocess with 4 simulated devices
 def test_params_are_sharded_over_a_multi_device_mesh(qwen2_dir):
-    import json as json_lib
-    import subprocess
-    import sys
+    from tests.devices import run_with_devices
 
-    from tests.devices import xla_flags
-
-    env = dict(os.environ, XLA_FLAGS=xla_flags(4), PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests/train/hf_params_multidevice.py"),
-                           qwen2_dir], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    result = json_lib.loads(line[len("RESULT "):])
+    result = run_with_devices(os.path.join(ROOT, "tests/train/hf_params_multidevice.py"), 4,
+                              qwen2_dir, timeout=600, env={"JAX_PLATFORMS": "cpu"})
     assert result["devices"] == 4 and result["max_diff"] == 0.0 and result["restored_diff"] == 0.0
     assert result["split"] >= result["leaves"] // 2, result  # most weights split, not copied

@@ -1,27 +1,18 @@
 """A train step on 8 simulated CPU devices equals 1 device on several meshes (<= 1e-5 fp32),
 expert-parallel MoE included; checkpoints restore onto a different mesh."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.devices import xla_flags
+from tests.devices import run_with_devices
 
 pytestmark = pytest.mark.slow  # a subprocess with 8 simulated devices, several meshes
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_multidevice_step(directory):
-    env = dict(os.environ, XLA_FLAGS=xla_flags(8),
-               PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_step.py")],
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return run_with_devices(os.path.join(HERE, "multidevice_step.py"), 8)
 
 
 @pytest.fixture(scope="module")
