@@ -113,12 +113,15 @@ def forward(cfg: ModelConfig, params: dict, tokens: jax.Array, *, positions=None
 
 @_dispatch_on_config
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-    """Empty latent cache: c_kv (L, B, S, C) and k_rope (L, B, S, R), i.e. 576 values per token
-    per layer for V3, plus key validity (B, S) and the next write slot."""
+    """Empty latent cache: c_kv, a tuple of L (B, S, C) buffers, and k_rope, L (B, S, R), i.e. 576
+    values per token per layer for V3, plus key validity (B, S) and the next write slot.
+
+    One buffer per layer, not one (L, ...) array: each decode step writes its new slots into
+    each layer's buffer in place (a loop carry), where a stacked array would be rebuilt whole."""
     l = cfg.num_layers
     return {
-        "c_kv": jnp.zeros((l, batch, max_len, cfg.kv_lora_rank), dtype),
-        "k_rope": jnp.zeros((l, batch, max_len, cfg.qk_rope_head_dim), dtype),
+        "c_kv": tuple(jnp.zeros((batch, max_len, cfg.kv_lora_rank), dtype) for _ in range(l)),
+        "k_rope": tuple(jnp.zeros((batch, max_len, cfg.qk_rope_head_dim), dtype) for _ in range(l)),
         "key_valid": jnp.zeros((batch, max_len), jnp.bool_),
         "index": jnp.zeros((), jnp.int32),
     }

@@ -144,7 +144,7 @@ class DeepseekV3(nnx.Module):
         aux = {"balance_loss": balance, "expert_load": jnp.stack(loads) if loads else no_load,
                "mtp_expert_load": no_load}  # (D, E) once MTP has run
         if cache is not None:
-            aux["cache"] = {"c_kv": jnp.stack(new_c), "k_rope": jnp.stack(new_r),
+            aux["cache"] = {"c_kv": tuple(new_c), "k_rope": tuple(new_r),
                             "key_valid": cache_valid, "index": index + t}
         elif with_mtp and len(self.mtp):
             aux["mtp_logits"], aux["mtp_expert_load"] = self.mtp_logits(

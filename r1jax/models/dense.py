@@ -197,7 +197,7 @@ class DenseDecoder(nnx.Module):
         aux = {"balance_loss": jnp.zeros((), jnp.float32), "expert_load": no_experts,
                "mtp_expert_load": no_experts}
         if cache is not None:
-            aux["cache"] = {"k": jnp.stack(new_k), "v": jnp.stack(new_v), "key_valid": cache_valid,
+            aux["cache"] = {"k": tuple(new_k), "v": tuple(new_v), "key_valid": cache_valid,
                             "index": index + t}
         return logits, aux
 
@@ -264,9 +264,12 @@ def forward(cfg: DenseConfig, params: dict, tokens: jax.Array, *, positions=None
 
 
 def init_cache(cfg: DenseConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-    """Empty K/V cache: k, v (L, B, S, K, Dh) (rotated keys), key validity (B, S), next slot."""
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+    """Empty K/V cache: k, v, each a tuple of L (B, S, K, Dh) buffers (rotated keys; one per layer,
+    written in place while decoding: r1jax/models/api.py), key validity (B, S), next slot."""
+    shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    layers = range(cfg.num_layers)
+    return {"k": tuple(jnp.zeros(shape, dtype) for _ in layers),
+            "v": tuple(jnp.zeros(shape, dtype) for _ in layers),
             "key_valid": jnp.zeros((batch, max_len), jnp.bool_), "index": jnp.zeros((), jnp.int32)}
 
 

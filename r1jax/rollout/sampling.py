@@ -100,20 +100,32 @@ def _sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens:
             tok = jax.random.categorical(key, filtered, axis=-1)
         return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
 
-    def body(carry, key):
-        last_logits, cache, pos, done = carry
-        tok, logp = choose(last_logits, key)
+    keys = jax.random.split(rng, n)
+
+    def body(carry):
+        step, last_logits, cache, pos, done, toks, logps, alive_steps = carry
+        tok, logp = choose(last_logits, keys[step])
         alive = ~done
         tok = jnp.where(alive, tok, 0)
         logits, aux = models.forward(cfg, params, tok[:, None], positions=pos[:, None],
                                      attention_mask=alive[:, None], cache=cache, with_mtp=False)
         done = done | jnp.isin(tok, stop_ids)
-        return (logits[:, -1], aux["cache"], pos + 1, done), (tok, jnp.where(alive, logp, 0.0), alive)
+        # Written in place: the (B*G, N) outputs and each layer's cache buffer are loop carries.
+        toks = jax.lax.dynamic_update_slice_in_dim(toks, tok[:, None], step, axis=1)
+        logps = jax.lax.dynamic_update_slice_in_dim(
+            logps, jnp.where(alive, logp, 0.0)[:, None], step, axis=1)
+        alive_steps = jax.lax.dynamic_update_slice_in_dim(alive_steps, alive[:, None], step, axis=1)
+        return step + 1, logits[:, -1], aux["cache"], pos + 1, done, toks, logps, alive_steps
 
-    keys = jax.random.split(rng, n)
-    init = (logits[:, -1], aux["cache"], next_pos, jnp.zeros((rows,), jnp.bool_))
-    _, (toks, logps, alive) = jax.lax.scan(body, init, keys)
-    toks, logps, alive = toks.T, logps.T, alive.T  # (B*G, N)
+    def running(carry):  # ends after N tokens, or once every row has stopped
+        step, done = carry[0], carry[4]
+        return (step < n) & ~jnp.all(done)
+
+    # Rows that stopped (and steps never run) hold token 0, logprob 0, mask False.
+    init = (jnp.zeros((), jnp.int32), logits[:, -1], aux["cache"], next_pos,
+            jnp.zeros((rows,), jnp.bool_), jnp.zeros((rows, n), jnp.int32),
+            jnp.zeros((rows, n), jnp.float32), jnp.zeros((rows, n), jnp.bool_))
+    *_, toks, logps, alive = jax.lax.while_loop(running, body, init)  # each (B*G, N)
     return {"tokens": toks, "logprobs": logps, "mask": alive,
             "lengths": alive.sum(axis=1).astype(jnp.int32)}
 

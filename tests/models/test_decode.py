@@ -42,5 +42,5 @@ def test_latent_cache_is_576_values_per_token_for_v3():
     # A materialised K/V cache holds H * (d_qk + d_v) = 128 * (192 + 128) values per token.
     assert cfg.full_kv_cache_values_per_token() == 40960
     cache = jax.eval_shape(lambda: models.init_cache(cfg, 1, 8, jnp.bfloat16))
-    per_token = (cache["c_kv"].size + cache["k_rope"].size) / 8
+    per_token = sum(x.size for x in (*cache["c_kv"], *cache["k_rope"])) / 8
     assert per_token == 576 * cfg.num_layers

@@ -75,3 +75,27 @@ def test_top_p_never_samples_outside_the_nucleus():
     assert abs(counts[0] / counts[:2].sum() - 0.5 / 0.8) < 0.02  # renormalised within the nucleus
     top2 = filter_logits(logits, temperature=1.0, top_p=1.0, top_k=2)
     assert np.isfinite(np.asarray(top2)).tolist() == [[True, True, False, False]]
+
+
+def test_decoding_ends_once_every_row_has_stopped(monkeypatch):
+    """Every row stops at its first token (all ids are stop ids): the model runs the prefill and
+    one decode step, not max_new_tokens steps, and the outputs after the stop are empty."""
+    from r1jax.rollout import sampling
+
+    cfg = config.tiny(vocab_size=64, num_layers=2, num_mtp_modules=0)
+    params = models.init(cfg, jax.random.key(0))
+    prompt, pmask = left_padded_prompts(cfg)
+    calls = []
+    forward = models.forward
+
+    def counting_forward(*args, **kwargs):
+        jax.debug.callback(lambda: calls.append(1))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(sampling.models, "forward", counting_forward)
+    scfg = SamplingConfig(max_new_tokens=16, greedy=True, stop_ids=tuple(range(64)))
+    out = sample(cfg, scfg, params, prompt, pmask, jax.random.key(1))
+    jax.block_until_ready(out["tokens"])
+    assert len(calls) == 2
+    assert np.asarray(out["lengths"]).tolist() == [1] * prompt.shape[0]
+    assert not np.asarray(out["mask"])[:, 1:].any() and not np.asarray(out["tokens"])[:, 1:].any()
