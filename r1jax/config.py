@@ -8,11 +8,8 @@ a way this code does not implement raise a `ValueError` naming the key.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import warnings
-from typing import Any, Literal
+from typing import Literal
 
 
 # ModelConfig.kernels: XLA; the Mosaic GPU kernels compiled for Hopper; or interpreted; or XLA's

@@ -12,7 +12,6 @@ that close it.
 import ast
 import pathlib
 
-import pytest
 
 import r1jax
 

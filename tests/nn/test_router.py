@@ -58,7 +58,6 @@ def test_bias_selects_but_does_not_weight():
 
 def test_bias_update_moves_load_toward_uniform():
     """Skewed router: with the aux-loss-free rule the max/mean load ratio falls toward 1."""
-    rng = np.random.default_rng(0)
     e, n = 16, 2048
     skew = jnp.asarray(np.linspace(-2, 2, e), jnp.float32)  # experts at the end are favoured
     bias = jnp.zeros(e)
