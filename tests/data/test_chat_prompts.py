@@ -28,11 +28,7 @@ PROBLEMS = heldout_problems("arithmetic", num_problems=6, max_digits=2) + heldou
 @pytest.fixture(scope="module", params=["qwen", "r1"])
 def checkpoint(request, tmp_path_factory):
     """(name, our tokenizer, the reference) of one checkpoint directory."""
-    from transformers import AutoTokenizer
-
-    build = {"qwen": builders.build_qwen_style, "r1": builders.build_r1_style}[request.param]
-    directory = build(tmp_path_factory.mktemp(request.param))
-    return request.param, HFTokenizer(str(directory)), AutoTokenizer.from_pretrained(str(directory))
+    return builders.ours_and_reference(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def test_embedded_tokenizer_keeps_the_embedded_ids(tokenizer):

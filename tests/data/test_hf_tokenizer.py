@@ -27,11 +27,7 @@ TOOLS = [{"type": "function", "function": {
 @pytest.fixture(scope="module", params=["qwen", "r1"])
 def pair(request, tmp_path_factory):
     """(ours, the reference) loaded from the same directory."""
-    from transformers import AutoTokenizer
-
-    build = {"qwen": builders.build_qwen_style, "r1": builders.build_r1_style}[request.param]
-    directory = build(tmp_path_factory.mktemp(request.param))
-    return request.param, HFTokenizer(str(directory)), AutoTokenizer.from_pretrained(str(directory))
+    return builders.ours_and_reference(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def _mismatches(pairs):

@@ -144,3 +144,16 @@ def conversations(strings: list[str], seed: int = 0) -> list[dict]:
             messages.append({"role": "assistant", "content": text})
         chats.append({"messages": messages, "add_generation_prompt": bool(rng.getrandbits(1))})
     return chats
+
+
+STYLES = {"qwen": build_qwen_style, "r1": build_r1_style}
+
+
+def ours_and_reference(style: str, directory: pathlib.Path):
+    """(style, HFTokenizer, transformers.AutoTokenizer) of a `style` directory built in `directory`."""
+    from transformers import AutoTokenizer
+
+    from r1jax.data import HFTokenizer
+
+    built = STYLES[style](directory)
+    return style, HFTokenizer(str(built)), AutoTokenizer.from_pretrained(str(built))
