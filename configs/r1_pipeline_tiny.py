@@ -26,6 +26,7 @@ policy (KL to the reference ~0.9/token).
 """
 
 import dataclasses
+import itertools
 
 from r1jax.config import tiny
 from r1jax.eval.evaluate import EvalConfig
@@ -37,64 +38,89 @@ from r1jax.rl.grpo_step import GRPOConfig
 from r1jax.train.experiment import DataConfig, TrainConfig
 from r1jax.train.optim import OptimConfig
 
-# Recipe arguments, comma-separated: `runlocal` (the smoke test) and the student architecture.
-ARGS = ("runlocal", "llama", "llama,runlocal")
+# Recipe arguments, comma-separated: `runlocal` (the smoke test), the student architecture and
+# the task.
+ARGS = tuple(",".join(a for a in combo if a) for combo in itertools.product(
+    ("", "countdown"), ("", "llama"), ("", "runlocal")) if any(combo))
 STUDENTS = {"qwen2": qwen2_tiny, "llama": llama_tiny}  # default: qwen2
 
-TASK, DIGITS = "arithmetic", (("max_digits", 2),)
-EVAL = EvalConfig(task=TASK, task_kwargs=DIGITS, num_problems=64, k=4, max_new_tokens=48)
+
+@dataclasses.dataclass(frozen=True)
+class TaskSetup:
+    """The task every stage trains and is measured on, and the lengths its traces need."""
+
+    task: str
+    task_kwargs: tuple
+    max_new_tokens: int  # rollouts, evaluation and data sets
+    seq_len: int  # pretraining and SFT rows
+
+    @property
+    def eval(self) -> EvalConfig:
+        return EvalConfig(task=self.task, task_kwargs=self.task_kwargs, num_problems=64, k=4,
+                          max_new_tokens=self.max_new_tokens)
+
+
+TASKS = {
+    "arithmetic": TaskSetup("arithmetic", (("max_digits", 2),), max_new_tokens=48, seq_len=128),
+    "countdown": TaskSetup("countdown", (("max_failed_attempts", 4),), max_new_tokens=128,
+                           seq_len=256),
+}
 RL_OPTIM = OptimConfig(lr=3e-5, warmup_steps=5, schedule="constant", weight_decay=0.0)
 SFT_OPTIM = OptimConfig(lr=5e-4, warmup_steps=10, schedule="cosine")
 
 
-def pretrain(name, model, steps=1000):
+def pretrain(setup: TaskSetup, name, model, steps=1000):
     return TrainStageConfig(
         name=name, model=model, optim=OptimConfig(lr=3e-3, warmup_steps=20, schedule="cosine"),
-        data=DataConfig(task="corpus", corpus_tasks=(TASK,), seq_len=128, batch_size=16,
-                        task_kwargs=DIGITS),
-        train=TrainConfig(steps=steps, log_every=25, ckpt_every=steps), eval=EVAL)
+        data=DataConfig(task="corpus", corpus_tasks=(setup.task,), seq_len=setup.seq_len,
+                        batch_size=16, task_kwargs=setup.task_kwargs),
+        train=TrainConfig(steps=steps, log_every=25, ckpt_every=steps), eval=setup.eval)
 
 
-def sft(name, steps, cls=TrainStageConfig):
+def sft(setup: TaskSetup, name, steps, cls=TrainStageConfig):
     # The model is the one the stage starts from (r1jax/recipe/stages.py).
-    return cls(name=name, optim=SFT_OPTIM, data=DataConfig(mode="sft", seq_len=128, batch_size=16),
-               train=TrainConfig(steps=steps, log_every=25, ckpt_every=steps), eval=EVAL)
+    return cls(name=name, optim=SFT_OPTIM,
+               data=DataConfig(mode="sft", seq_len=setup.seq_len, batch_size=16),
+               train=TrainConfig(steps=steps, log_every=25, ckpt_every=steps), eval=setup.eval)
 
 
-def rl(**kw):
-    base = GRPOStageConfig(task=TASK, task_kwargs=DIGITS, prompts_per_step=8, max_new_tokens=48,
-                           optim=RL_OPTIM, grpo=GRPOConfig(group_size=8, kl_beta=0.001),
-                           train=TrainConfig(steps=60, log_every=1, ckpt_every=20), eval=EVAL)
+def rl(setup: TaskSetup, **kw):
+    base = GRPOStageConfig(task=setup.task, task_kwargs=setup.task_kwargs, prompts_per_step=8,
+                           max_new_tokens=setup.max_new_tokens, optim=RL_OPTIM,
+                           grpo=GRPOConfig(group_size=8, kl_beta=0.001),
+                           train=TrainConfig(steps=60, log_every=1, ckpt_every=20), eval=setup.eval)
     return dataclasses.replace(base, **kw)
 
 
-def data_set(seed, **kw):
-    return DataSetConfig(task=TASK, task_kwargs=DIGITS, num_prompts=512, k=4, seed=seed, **kw)
+def data_set(setup: TaskSetup, seed, **kw):
+    return DataSetConfig(task=setup.task, task_kwargs=setup.task_kwargs, num_prompts=512, k=4,
+                         seed=seed, max_new_tokens=setup.max_new_tokens, **kw)
 
 
 def get_config(arg=None):
     options = set((arg or "").split(","))
     student_architecture = "llama" if "llama" in options else "qwen2"
+    setup = TASKS["countdown" if "countdown" in options else "arithmetic"]
     teacher = tiny(vocab_size=512, init_std=0.02)
     student = STUDENTS[student_architecture](vocab_size=512)
     cfg = PipelineConfig(
-        name="r1_pipeline_tiny",
-        base=pretrain("base", teacher),
-        r1_zero=rl(),
-        cold_start_data=data_set(seed=7),
-        cold_start=sft("cold_start", 100),
+        name="r1_pipeline_tiny" + ("_countdown" if "countdown" in options else ""),
+        base=pretrain(setup, "base", teacher),
+        r1_zero=rl(setup),
+        cold_start_data=data_set(setup, seed=7),
+        cold_start=sft(setup, "cold_start", 100),
         # R1 stage-1 RL: clip ratio 10 (S7), which only matters with more than one inner update.
-        reasoning_rl=rl(rewards=(("accuracy", 1.0), ("format", 1.0), ("language", 1.0)),
+        reasoning_rl=rl(setup, rewards=(("accuracy", 1.0), ("format", 1.0), ("language", 1.0)),
                         grpo=GRPOConfig(group_size=8, kl_beta=0.001, clip_eps=10.0)),
-        rejection_data=data_set(seed=8),
-        rejection_sft=sft("rejection_sft", 200),  # ~2 epochs of the kept set, as R1
-        final_rl=rl(temperature=0.7),  # R1 stage-2 RL rollouts at T=0.7 (S7)
-        student_base=pretrain("student_base", student),
-        student_rl=rl(),
-        distill_data=data_set(seed=9),
+        rejection_data=data_set(setup, seed=8),
+        rejection_sft=sft(setup, "rejection_sft", 200),  # ~2 epochs of the kept set, as R1
+        final_rl=rl(setup, temperature=0.7),  # R1 stage-2 RL rollouts at T=0.7 (S7)
+        student_base=pretrain(setup, "student_base", student),
+        student_rl=rl(setup),
+        distill_data=data_set(setup, seed=9),
         # The students' SFT steps are derived: the student FLOPs of student_rl (compute_of).
-        student_sft=sft("student_sft", 1),
-        student_logit=sft("student_logit", 1, LogitStageConfig),
+        student_sft=sft(setup, "student_sft", 1),
+        student_logit=sft(setup, "student_logit", 1, LogitStageConfig),
     )
     return runlocal(cfg) if "runlocal" in options else cfg
 
@@ -103,7 +129,7 @@ def runlocal(cfg: PipelineConfig) -> PipelineConfig:
     """Every stage for 2 steps on 4 problems, with a 2-layer teacher (a dense and a MoE layer, MTP)
     and a 1-layer student; data sets keep every sample (an untrained teacher is rarely right), so
     each stage has data to train on."""
-    smoke_eval = dataclasses.replace(EVAL, num_problems=4, k=2, prompts_per_batch=4,
+    smoke_eval = dataclasses.replace(cfg.base.eval, num_problems=4, k=2, prompts_per_batch=4,
                                      max_new_tokens=16)
     two = TrainConfig(steps=2, log_every=1, ckpt_every=2)
     smoke_data = dict(num_prompts=4, k=2, max_new_tokens=16, prompts_per_batch=4,

@@ -31,8 +31,12 @@ def write_tables(cfg, runs: dict | list[dict], workdir: str, tables) -> None:
     runs = [runs] if isinstance(runs, dict) else runs
     seeds = "seed 0" if len(runs) == 1 else f"mean ± std over seeds 0-{len(runs) - 1}"
     for name in tables:
-        text = (f"{name}: {title(name, cfg)}; {seeds}\n\n{make_table(name, runs)}\n"
-                f"{describe()}\n")
+        try:
+            table = make_table(name, runs)
+        except ValueError as e:  # e.g. a workdir recorded before the table's data was kept
+            print(f"\n{name}: not written: {e}")
+            continue
+        text = f"{name}: {title(name, cfg)}; {seeds}\n\n{table}\n{describe()}\n"
         with open(os.path.join(workdir, f"table_{name}.md"), "w") as f:
             f.write(text)
         print(f"\n{text}")

@@ -78,7 +78,9 @@ def sample_problems(model_cfg, params, tok, problems: list[dict], cfg: EvalConfi
             records.append({**rollout.examples[rows.start], "texts": rollout.texts[rows],
                             "correct": scores.correct[rows].tolist(),
                             "answers": [None if a is None else str(a) for a in scores.keys[rows]],
-                            "lengths": rollout.lengths[rows].tolist()})
+                            "lengths": rollout.lengths[rows].tolist(),
+                            **({} if scores.revised is None
+                               else {"revised": scores.revised[rows].tolist()})})
         bar.update(real)
     bar.close()
     return records
@@ -86,7 +88,9 @@ def sample_problems(model_cfg, params, tok, problems: list[dict], cfg: EvalConfi
 
 def summarize(records: list[dict], pass_k: tuple[int, ...] = ()) -> dict:
     """pass@1 (mean over each problem's samples), unbiased pass@k for each k in `pass_k`, cons@k
-    over all samples (the verifier-judged majority vote), all in percent; mean response length."""
+    over all samples (the verifier-judged majority vote), all in percent; mean response length;
+    `revisions`, the percent of samples that check and revise an earlier step, where the task
+    has that notion (Countdown)."""
     correct = [r["correct"] for r in records]
     k = len(correct[0])
     out = {"pass@1": 100 * pass_at_1(correct)}
@@ -95,6 +99,8 @@ def summarize(records: list[dict], pass_k: tuple[int, ...] = ()) -> dict:
             out[f"pass@{j}"] = 100 * pass_at_k(correct, j)
     out[f"cons@{k}"] = 100 * cons_at_k_verified([r["answers"] for r in records], correct)
     out["response_length"] = float(np.mean([n for r in records for n in r["lengths"]]))
+    if all("revised" in r for r in records):  # tasks with checkable, revisable steps
+        out["revisions"] = 100 * float(np.mean([v for r in records for v in r["revised"]]))
     out["problems"] = len(records)
     return out
 

@@ -25,7 +25,7 @@ def summary_columns(summary: dict) -> list[str]:
     """pass@1, the pass@k columns in k order, cons@k, then the rest."""
     metrics = sorted((c for c in summary if c.startswith("pass@")), key=lambda c: int(c[5:]))
     metrics += [c for c in summary if c.startswith("cons@")]
-    return metrics + [c for c in ("response_length", "problems") if c in summary]
+    return metrics + [c for c in ("response_length", "revisions", "problems") if c in summary]
 
 
 def write_report(out_dir: str, records: list[dict], summary: dict, *, title: str,

@@ -6,6 +6,17 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+
+def mean_std(values: Sequence[float], digits: str = ".1f") -> str:
+    """One value as is; several as `mean ± std` (sample standard deviation), both in `digits`
+    (a "+" in it signs the mean only)."""
+    if len(values) == 1:
+        return format(values[0], digits)
+    spread = digits.replace("+", "")
+    return f"{float(np.mean(values)):{digits}} ± {float(np.std(values, ddof=1)):{spread}}"
+
 
 def _cell(value: Any, float_format: str) -> str:
     if value is None:

@@ -33,6 +33,7 @@ from r1jax.eval.tables import format_table
 from r1jax.recipe import stages as table
 from r1jax.recipe.compute import match_sft_steps, rl_flops, sft_flops
 from r1jax.recipe.config import KIND_CONFIGS, PipelineConfig
+from r1jax.recipe.curves import summarize_curve
 from r1jax.recipe.export import stage_model, tokenizer_file
 from r1jax.recipe.hf_stages import (check_checkpoint_starts, import_stage, is_imported,
                                    recorded_import_is_current)
@@ -42,6 +43,7 @@ from r1jax.sharding import make_mesh
 from r1jax.train import supervised
 from r1jax.train.checkpoint import latest_step, load_params
 from r1jax.train.experiment import to_dict
+from r1jax.train.metrics_log import read_metrics
 from r1jax.train.hf_start import start_from_hf
 from r1jax.train.workdir import WorkdirLock
 
@@ -154,7 +156,8 @@ class Pipeline:
         cfg, model = self.stage_config(s), self.model_of(s.name)
         if s.kind == table.GRPO:
             grpo_stage.run(model, cfg, self.tok, self.stage_dir(s.name), name=s.name)
-            return {"TFLOP": rl_flops(model, cfg) / 1e12}
+            return {"TFLOP": rl_flops(model, cfg) / 1e12,
+                    "rollouts": summarize_curve(read_metrics(self.stage_dir(s.name)))}
         if s.kind == table.LOGIT_DISTILL:
             teacher_cfg, teacher = self.model_of(s.teacher), self.params(s.teacher, cfg.mesh)
             lc = cfg.logit

@@ -4,13 +4,16 @@
   the base model in front; metrics as rows, stages as columns.
 - `distill_vs_rl`: R1's Table 6 (REFERENCE §4.3): the same dense student trained with GRPO alone
   vs distilled from the final teacher, at matched student FLOPs; models as rows.
+- `r1_zero_curve`: R1-Zero's training curves (Fig. 1 and the response-length figure): rollout
+  accuracy, response length and the share of responses that revise, first vs last GRPO steps
+  (r1jax/recipe/curves.py).
 """
 
 from __future__ import annotations
 
-import numpy as np
 
-from r1jax.eval.tables import format_table
+from r1jax.eval.tables import format_table, mean_std
+from r1jax.recipe.curves import curve_table
 
 STAGE_COLUMNS = (("Base", "base"), ("R1-Zero", "r1_zero"), ("Dev1", "cold_start"),
                  ("Dev2", "reasoning_rl"), ("Dev3", "rejection_sft"), ("R1", "final_rl"))
@@ -18,7 +21,7 @@ DISTILL_ROWS = (("R1 (teacher, MoE-MLA)", "final_rl"), ("student base (dense)", 
                 ("student + GRPO (RL alone)", "student_rl"),
                 ("student distilled: SFT on R1 samples", "student_sft"),
                 ("student distilled: logit KD (forward KL, top-k)", "student_logit"))
-TABLES = ("stages", "distill_vs_rl")
+TABLES = ("stages", "distill_vs_rl", "r1_zero_curve")
 
 
 def _cons_key(runs: list[dict]) -> str:
@@ -35,6 +38,8 @@ def needed(table: str) -> tuple[str, ...]:
         return tuple(stage for _, stage in STAGE_COLUMNS)
     if table == "distill_vs_rl":
         return tuple(stage for _, stage in DISTILL_ROWS)
+    if table == "r1_zero_curve":
+        return ("r1_zero",)
     raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
 
 
@@ -46,19 +51,18 @@ def cell(runs: list[dict], stage: str, metric: str, digits: str = ".1f") -> str 
         return None
     if len(values) < len(runs):
         raise ValueError(f"{stage} {metric}: recorded by {len(values)} of {len(runs)} runs")
-    if len(values) == 1:
-        return format(values[0], digits)
-    return f"{np.mean(values):{digits}} ± {np.std(values, ddof=1):{digits}}"
+    return mean_std(values, digits)
 
 
 def stages_table(runs: list[dict]) -> str:
     cons = _cons_key(runs)
     rows = []
-    for metric in ("pass@1", cons, "response_length"):
+    for metric in ("pass@1", cons, "response_length", "revisions"):
         row = {"held-out metric": metric}
         for column, stage in STAGE_COLUMNS:
             row[column] = cell(runs, stage, metric)
-        rows.append(row)
+        if any(row[column] is not None for column, _ in STAGE_COLUMNS):
+            rows.append(row)  # `revisions`: only tasks with revisable steps record it
     return format_table(rows, ["held-out metric", *(c for c, _ in STAGE_COLUMNS)])
 
 
@@ -80,11 +84,19 @@ def make_table(table: str, runs: dict | list[dict]) -> str:
     """The table of one pipeline's eval.json results, or of several runs (seeds) of it."""
     needed(table)  # validates the name
     runs = [runs] if isinstance(runs, dict) else list(runs)
+    if table == "r1_zero_curve":
+        return curve_table(runs)
     return stages_table(runs) if table == "stages" else distill_vs_rl_table(runs)
 
 
 def title(table: str, cfg) -> str:
-    """What the table's numbers are: the held-out set and sampling of its stages (a PipelineConfig)."""
+    """What the table's numbers are: the held-out set and sampling of its stages (a PipelineConfig),
+    or for the curve table the rollouts of its GRPO stage."""
+    if table == "r1_zero_curve":
+        rl = cfg.r1_zero
+        return (f"{rl.task} {dict(rl.task_kwargs)}: r1_zero's GRPO rollouts, {rl.prompts_per_step} "
+                f"prompts x {rl.grpo.group_size} samples per step at T={rl.temperature}, "
+                f"{rl.train.steps} steps")
     evals = {stage: getattr(cfg, stage).eval for stage in needed(table)}
     first = next(iter(evals.values()))
     same = all(e == first for e in evals.values())

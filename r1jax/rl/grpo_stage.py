@@ -146,6 +146,8 @@ class RolloutBatches(loop.BatchSource):
                    "verifier_errors": int(scores.errors.sum()),  # completions scored 0 on a fault
                    **{f"reward_{name}": float(part.mean()) for name, part in scores.parts.items()},
                    "sample": rollout.texts[0][:200]}
+        if scores.revised is not None:  # % of responses that check and revise an earlier step
+            metrics["revisions"] = 100 * float(scores.revised.mean())
         return batch, metrics
 
     def after_step(self, state, step: int) -> None:

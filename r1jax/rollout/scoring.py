@@ -103,6 +103,9 @@ class Scores:
     parts: dict
     keys: list
     errors: np.ndarray  # (R,) bool: judging raised; the completion scored 0 (module docstring)
+    # (R,) bool: the completion checks and revises an earlier step (its task's `revises`); None
+    # when no example's task has that notion.
+    revised: np.ndarray | None = None
 
 
 def _checked_tasks(examples: Sequence[dict]) -> list[Task]:
@@ -218,7 +221,11 @@ def score(completions: Sequence[str], examples: Sequence[dict],
     reward = np.zeros(len(verdicts), np.float32)
     for j, (name, weight) in enumerate(weights):
         reward += np.float32(weight) * parts[:, j]
+    revised = None
+    if any(task.revises is not None for task in tasks):
+        revised = np.array([task.revises is not None and bool(task.revises(c))
+                            for c, task in zip(completions, tasks)], bool)
     return Scores(correct=np.array(correct, bool), formatted=np.array(formatted, bool),
                   language=np.array(language, np.float32), reward=reward,
                   parts={name: parts[:, j].copy() for j, (name, _) in enumerate(weights)},
-                  keys=list(keys), errors=errors)
+                  keys=list(keys), errors=errors, revised=revised)

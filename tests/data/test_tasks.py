@@ -78,6 +78,36 @@ def test_countdown_trace_ends_with_the_hit_and_lists_all_numbers():
         assert 1 <= e["target"] <= 100
 
 
+def test_countdown_revision_is_a_rejected_attempt_followed_by_another():
+    revising = "<think> 12+5=17 17+3=20 no; 12*3=36 36+5=41 yes </think> <answer> (12*3)+5 </answer>"
+    assert countdown.revises(revising)
+    assert not countdown.revises("<think> 12*3=36 36+5=41 yes </think> <answer> (12*3)+5 </answer>")
+    # "no" at the very end of the reasoning revises nothing; "no" after </think> is not reasoning
+    assert not countdown.revises("<think> 12+5=17 17+3=20 no </think> <answer> 1 </answer>")
+    assert not countdown.revises("<think> 1+2=3 yes </think> <answer> no; 1 </answer>")
+    assert not countdown.revises("<think> 3+4=7 nono;x yes </think>")  # not the word "no"
+    assert countdown.revises("12+5=17 no; 12*3=36")  # unclosed reasoning is still reasoning
+    assert not countdown.revises(None)
+    # Generated traces revise exactly when they hold a missed attempt before the hit.
+    for i in range(50):
+        e = tasks.generate("countdown", 0, i, max_failed_attempts=3)
+        assert countdown.revises(f"<think> {e['reasoning']} </think>") == (" no;" in e["reasoning"])
+
+
+def test_countdown_miss_prob_makes_long_searches_rare():
+    def misses(**kw):
+        return [tasks.generate("countdown", 0, i, max_failed_attempts=6, **kw)["reasoning"].count(" no;")
+                for i in range(400)]
+
+    assert set(misses(miss_prob=0.0)) == {0}
+    counts = np.bincount(misses(miss_prob=0.5), minlength=7)
+    # Geometric, capped at 6: P(n) = 0.5^(n+1) for n < 6; 400 draws -> ~200, 100, 50, 25, ...
+    assert 170 <= counts[0] <= 230 and 75 <= counts[1] <= 125 and counts[4:].sum() <= 40
+    assert np.bincount(misses(), minlength=7).min() >= 40  # default: uniform on 0..6
+    with pytest.raises(ValueError, match="miss_prob=1.0"):
+        tasks.generate("countdown", 0, 0, miss_prob=1.0)
+
+
 def test_difficulty_knob_controls_digits():
     for digits in (1, 3, 5):
         e = [tasks.generate("arithmetic", 0, i, min_digits=digits, max_digits=digits) for i in range(20)]

@@ -35,6 +35,13 @@ def test_summary_matches_the_definitions():
     assert s["cons@4"] == pytest.approx(100 / 3)
     assert s["response_length"] == pytest.approx((18 + 8 + 4) / 12)
     assert s["problems"] == 3
+    assert "revisions" not in s  # these records' task has no notion of revising a step
+
+
+def test_summary_counts_the_share_of_samples_that_revise():
+    revised = [[True, False, False, False], [False, False, False, False], [True, True, False, True]]
+    s = summarize([{**r, "revised": v} for r, v in zip(RECORDS, revised)])
+    assert s["revisions"] == pytest.approx(100 * 4 / 12)
 
 
 def test_report_files(tmp_path):

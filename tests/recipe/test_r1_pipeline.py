@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -142,7 +144,8 @@ def test_every_stage_runs_in_two_processes_and_process_0_writes(two_processes):
     assert set(results) == set(stages.STAGE_NAMES)
     for table in tables.TABLES:
         text = open(workdir / f"table_{table}.md").read()
-        assert "pass@1" in text and text.split("\n\n", 1)[1] in out[0]
+        assert ("rollout accuracy" if table == "r1_zero_curve" else "pass@1") in text
+        assert text.split("\n\n", 1)[1] in out[0]
         assert "pass@1" not in out[1]  # process 1 writes and prints nothing shared
     assert "=== base" in out[0] and "===" not in out[1]
     # Both processes ran every stage on the 2-device mesh; the metrics were written once.
@@ -189,3 +192,21 @@ def test_r1_zero_is_the_first_two_stages(finished):
     single = finish(script("r1_zero.py", finished))
     assert "| base |" in single and "| r1_zero |" in single and "===" not in single
     assert (finished / "reward_accuracy.png").exists() and (finished / "table.md").exists()
+    assert (finished / "r1_zero_curves.png").exists() and "| rollout accuracy (%) |" in single
+
+
+@pytest.mark.slow
+def test_r1_zero_on_countdown_counts_revisions(tmp_path):
+    """The Countdown recipe's R1-Zero stages (smoke sizes) record and report the share of
+    responses that revise: held-out, per GRPO step, and in the curve table."""
+    args = [sys.executable, os.path.join("experiments", "r1_zero.py"), "--config",
+            "configs/r1_pipeline_tiny.py:countdown,runlocal", "--workdir", str(tmp_path)]
+    out = finish(subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True))
+    results = json.load(open(tmp_path / "eval.json"))
+    assert 0 <= results["r1_zero"]["revisions"] <= 100 and "revisions" in results["base"]
+    assert set(results["r1_zero"]["rollouts"]) == {"steps", "window", "accuracy",
+                                                   "response_length", "revisions"}
+    metrics = [json.loads(line) for line in open(tmp_path / "r1_zero" / "metrics.jsonl")]
+    assert all(0 <= m["revisions"] <= 100 for m in metrics)
+    assert "| responses that revise (%) |" in out and "countdown" in out

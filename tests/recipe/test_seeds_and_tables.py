@@ -63,6 +63,14 @@ def test_one_run_is_plain_numbers_and_missing_runs_are_refused():
         tables.make_table("stages", runs)
 
 
+def test_revisions_row_appears_only_where_the_task_records_it():
+    runs = runs_of([[70.0] * 10])
+    assert "revisions" not in tables.make_table("stages", runs)
+    for i, (_, stage) in enumerate(tables.STAGE_COLUMNS):
+        runs[0][stage]["revisions"] = 10.0 * i
+    assert "| revisions | 0.0 | 10.0 | 20.0 | 30.0 | 40.0 | 50.0 |" in tables.make_table("stages", runs)
+
+
 
 def stored_runs():
     """The eval.json of each seed of the README's run (tests/recipe/data/), as the recipe wrote it."""
@@ -76,6 +84,8 @@ def test_readme_tables_are_the_table_writer_on_the_stored_runs():
     """The README's tables cannot drift from what the code prints for the stored runs."""
     readme = open(os.path.join(ROOT, "README.md")).read()
     runs = stored_runs()
-    for name in tables.TABLES:
+    for name in ("stages", "distill_vs_rl"):  # these runs were recorded before rollout curves
         assert tables.make_table(name, runs) in readme, name
+    with pytest.raises(ValueError, match="rollout curves recorded by 0 of 3 runs"):
+        tables.make_table("r1_zero_curve", runs)
     assert tables.make_table("stages", runs[0]) in readme  # the main command's seed alone

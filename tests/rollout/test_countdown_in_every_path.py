@@ -2,7 +2,8 @@
 make 41") is wrong in every path that judges completions: held-out evaluation, the GRPO reward
 and accuracy, and the rejection filter. Each group of two samples holds that answer and a real
 solution (the generator's expression); a comparison of values with the gold expression would
-accept both."""
+accept both. The solution's reasoning rejects an attempt before its hit: half of the samples
+revise, which evaluation and rollouts count."""
 
 import types
 
@@ -21,6 +22,7 @@ from r1jax.sharding import MeshConfig, make_mesh
 from tests.rollout import scripted
 
 PROMPT_LEN = 64
+SEARCH = "1+1=2 no; 2+3=5 yes"  # a checked, rejected attempt, then another
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def value_equal_then_solution(problems):
     def script(question):
         p = by_question[question]
         return [chat.format_completion("guess", str(p["target"])),
-                chat.format_completion("search", p["answer"])]
+                chat.format_completion(SEARCH, p["answer"])]
 
     return script
 
@@ -49,11 +51,12 @@ def test_evaluation(tok, monkeypatch):
     assert result["pass@1"] == 50.0
     # Two answers tie and the first (the bare target) wins the vote: it is not a solution.
     assert result["cons@2"] == 0.0
+    assert result["revisions"] == 50.0
 
 
 def test_grpo_reward_and_accuracy(tok, monkeypatch):
     rl = RLConfig(task="countdown", prompts_per_step=2, max_prompt_len=PROMPT_LEN,
-                  max_new_tokens=24, grpo=GRPOConfig(group_size=2))
+                  max_new_tokens=48, grpo=GRPOConfig(group_size=2))
     # The prompts the source will draw: the same pipeline, the same seed.
     first = next(iter(rdata.rl_prompt_batches(
         rdata.task_dataset("countdown", seed=rl.prompt_seed), tok, max_prompt_len=PROMPT_LEN,
@@ -65,6 +68,7 @@ def test_grpo_reward_and_accuracy(tok, monkeypatch):
     source.start(make_mesh(MeshConfig()), state)
     batch, metrics = source.next(state)
     assert metrics["accuracy"] == 0.5
+    assert metrics["revisions"] == 50.0
     assert metrics["reward_accuracy"] == pytest.approx((0.1 + 1.0) / 2)  # TinyZero's 0.1 / 1
     advantages = np.asarray(batch["advantages"]).reshape(2, 2)
     assert (advantages[:, 0] < 0).all() and (advantages[:, 1] > 0).all()
@@ -76,7 +80,7 @@ def test_rejection_filter(tok, monkeypatch):
     records, stats = rejection_sample(None, None, tok, problems, k=2, prompts_per_batch=2,
                                       max_prompt_len=PROMPT_LEN)
     assert [r["completion"] for r in records] == [
-        chat.format_completion("search", p["answer"]) for p in problems]
+        chat.format_completion(SEARCH, p["answer"]) for p in problems]
     assert [p["correct"] for p in stats["per_prompt"]] == [1, 1, 1]
     assert all(r["task"] == "countdown" and r["numbers"] == p["numbers"]
                for r, p in zip(records, problems))

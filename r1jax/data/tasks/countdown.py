@@ -12,16 +12,21 @@ The answer is an expression the TinyZero reward (REFERENCE §5.1) accepts: integ
 `noisy=True` makes the trace declare a missed attempt a hit ("... yes") and answer it, so the
 answer uses every number once but misses the target (TinyZero scores this 0.1, not 1).
 
+A trace that closes an attempt with "no" and goes on checked an attempt and revised it
+(`revises`): R1-Zero's self-verification in miniature, counted in rollouts and evaluations.
+
 The gold `answer` is one expression among many that reach the target, so a completion is never
 judged against it: `verify` accepts any expression over exactly the given numbers that equals the
 target, and nothing else (a bare "41" for "use 3 12 5 to make 41" is wrong).
 """
 
 import random
+import re
 from fractions import Fraction
 
 from r1jax.data.tasks import splits
-from r1jax.data.tasks.answers import UnsafeExpression, evaluate_expression, extract_tagged_answer
+from r1jax.data.tasks.answers import (UnsafeExpression, evaluate_expression, extract_tagged_answer,
+                                      judged_text)
 
 TASK = "countdown"
 
@@ -63,12 +68,26 @@ def problem_key(problem: dict) -> str:
     return f"{TASK}:{sorted(problem['numbers'])}->{problem['target']}"
 
 
+def _number_of_misses(rng: random.Random, fewest: int, most: int, miss_prob: float | None) -> int:
+    if miss_prob is None:
+        return rng.randint(fewest, most)
+    n = fewest
+    while n < most and rng.random() < miss_prob:
+        n += 1
+    return n
+
+
 def generate(
     seed: int, index: int, *, split: str = splits.TRAIN, heldout_percent: int = 10,
     n_numbers: int = 3, low: int = 1, high: int = 20, max_target: int = 100,
-    max_failed_attempts: int = 2, noisy: bool = False,
+    max_failed_attempts: int = 2, miss_prob: float | None = None, noisy: bool = False,
 ) -> dict:
-    """Example `index` of the stream `seed`: prompt, reasoning, answer (+ numbers, target, task)."""
+    """Example `index` of the stream `seed`: prompt, reasoning, answer (+ numbers, target, task).
+
+    The trace misses 0..max_failed_attempts times before its hit: uniformly, or with `miss_prob`
+    each further miss has that probability (few long searches, mostly short ones)."""
+    if miss_prob is not None and not 0.0 <= miss_prob < 1.0:
+        raise ValueError(f"miss_prob={miss_prob} must be in [0, 1) (or None: uniform)")
     if n_numbers not in (3, 4):
         raise ValueError(f"n_numbers={n_numbers} must be 3 or 4 (longer searches do not fit tiny traces)")
     if not 1 <= low < high:
@@ -78,7 +97,8 @@ def generate(
         problem_key, seed=seed, index=index, split=split, heldout_percent=heldout_percent,
     )
     numbers, target = problem["numbers"], problem["target"]
-    n_misses = rng.randint(1 if noisy else 0, max(max_failed_attempts, 1 if noisy else 0))
+    fewest = 1 if noisy else 0
+    n_misses = _number_of_misses(rng, fewest, max(max_failed_attempts, fewest), miss_prob)
     misses = []
     for _ in range(100):  # bounded: with tiny ranges every order may hit the target
         if len(misses) == n_misses:
@@ -160,3 +180,13 @@ def reward(completion, example: dict) -> float:
     """
     solved = check_expression(extract_tagged_answer(completion), *_numbers_and_target(example))
     return 0.0 if solved is None else 1.0 if solved else FORMAT_SCORE
+
+
+_REVISION = re.compile(r"\bno\s*;\s*\S")  # an attempt rejected, then another one begun
+
+
+def revises(completion) -> bool:
+    """The reasoning rejects an attempt after checking it ("... no;") and makes another."""
+    text = judged_text(completion)
+    end = text.find("</think>")
+    return bool(_REVISION.search(text if end < 0 else text[:end]))
