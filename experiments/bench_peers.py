@@ -1,6 +1,7 @@
 """r1jax side by side with its peers on the same weights, ratios first.
 
-  python experiments/bench_peers.py [--repeats 5] [--threads 1,default] [--quick]
+  python experiments/bench_peers.py [--repeats 5] [--threads 1,default] [--peers hf,tunix]
+                                    [--quick]
 
 Each model is initialised by r1jax, written with `interop.hf.save_checkpoint` and read back by
 HF `transformers` (the logits of both are compared first and the difference printed), then:
@@ -10,8 +11,14 @@ HF `transformers` (the logits of both are compared first and the difference prin
   - greedy generation of 16 prompts x (32 + 128 tokens) on the DeepSeek-V3 small model and on a
     Qwen2 small model (r1jax: the sampling engine; HF: generate(do_sample=False), every row
     running all 128 tokens on both sides).
-Tunix's sampler and GRPO step are compared where `google-tunix` is installed (else a row says
-so). Each thread setting runs in a fresh process ("1": XLA's and torch's intra-op pools at one
+Against Tunix (where `google-tunix` is installed, else a row says so; install it in its own
+virtual environment with requirements-peers.txt): the Qwen2 small model is written the same way
+and read by Tunix's Qwen2 loader, then greedy generation as above (Tunix's Sampler), a GRPO
+rollout of 8 prompts x 4 samples x 64 tokens at T=1, and one GRPO iteration of 8 prompts x 4
+samples x 96 tokens (rollout, reference log-probs, one update; Tunix's GRPOLearner; where its
+settings differ: experiments/peers/tunix_rows.py).
+
+Each thread setting runs in a fresh process ("1": XLA's and torch's intra-op pools at one
 thread; "default": each library's own choice), the two sides interleaved, medians of
 `--repeats` after a warm-up call (the first r1jax call, compile included, is printed too).
 """
@@ -38,7 +45,8 @@ def run_setting(threads: str, args) -> list[dict]:
         env.update(XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} {ONE_THREAD_XLA}".strip(),
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "experiments.peers.measure", "--threads", threads,
-           "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+           "--repeats", str(args.repeats), "--peers", args.peers]
+    cmd += ["--quick"] if args.quick else []
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -52,12 +60,16 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", default="1,default", help="comma-separated: 1 and/or default")
+    parser.add_argument("--peers", default="hf,tunix", help="comma-separated: hf and/or tunix")
     parser.add_argument("--quick", action="store_true", help="small shapes (a smoke test)")
     args = parser.parse_args()
     single_process_only("experiments/bench_peers.py")
     settings = [t for t in args.threads.split(",") if t]
     if not settings or any(t not in ("1", "default") for t in settings):
         raise SystemExit(f"--threads={args.threads!r}: give 1, default or 1,default")
+    peers = [p for p in args.peers.split(",") if p]
+    if not peers or any(p not in ("hf", "tunix") for p in peers):
+        raise SystemExit(f"--peers={args.peers!r}: give hf, tunix or hf,tunix")
     rows = [row for t in settings for row in run_setting(t, args)]
     print("| work | threads | r1jax vs peer | r1jax (s) | peer (s) | peer | r1jax first call (s) |")
     print("|---|---|---:|---:|---:|---|---:|")
@@ -69,13 +81,13 @@ def main():
               f"{r['ours_s']:.3f} | {r['peer_s']:.3f} | {r['peer']} | {r['first_s']:.1f} |")
     from r1jax.eval.machine import describe
 
-    print(f"\n{describe(('jax', 'torch', 'transformers'))}")
+    print(f"\n{describe(('jax', 'flax', 'torch', 'transformers', 'google-tunix'))}")
     for r in rows:
         if "max_logit_diff" in r:
             same = ("" if "same_tokens" not in r else
                     "; greedy tokens " + ("identical" if r["same_tokens"] else "DIFFER"))
-            print(f"{r['work']} ({r['threads']} threads): max |logit difference| r1jax vs HF "
-                  f"{r['max_logit_diff']:.1e}{same}")
+            print(f"{r['work']} ({r['threads']} threads): max |logit difference| r1jax vs "
+                  f"{r['peer']} {r['max_logit_diff']:.1e}{same}")
 
 
 if __name__ == "__main__":

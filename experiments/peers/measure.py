@@ -7,13 +7,10 @@ starts; torch's pools are set here, before any work.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
-import statistics
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +18,10 @@ import numpy as np
 import torch
 import transformers
 
-from r1jax import config, models
+from experiments.peers.common import (QUICK, Shapes, deepseek_small, interleaved, qwen2_small,
+                                      random_prompts)
+from r1jax import models
 from r1jax.interop import hf
-from r1jax.models import qwen2
 from r1jax.rollout.sampling import SamplingConfig, sample
 from r1jax.sharding import MeshConfig, make_mesh
 from r1jax.train.optim import OptimConfig, make_optimizer
@@ -31,48 +29,11 @@ from r1jax.train.state import create_sharded_state
 from r1jax.train.steps import sft_step_fn
 
 
-@dataclasses.dataclass(frozen=True)
-class Shapes:
-    train_batch: int = 8
-    train_seq: int = 256
-    gen_rows: int = 16
-    gen_prompt: int = 32
-    gen_new: int = 128
-
-
-QUICK = Shapes(train_batch=2, train_seq=32, gen_rows=2, gen_prompt=8, gen_new=8)
-
-
-def deepseek_small() -> config.ModelConfig:
-    """4 layers (1 dense + 3 MoE), hidden 256, MLA, 8 routed experts top-2, no MTP (HF has none)."""
-    return config.deepseek_v3_small()
-
-
-def qwen2_small() -> qwen2.Qwen2Config:
-    return qwen2.tiny(vocab_size=1024, hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=2,
-                      head_dim=32, intermediate_size=512, max_position_embeddings=512)
-
-
-def interleaved(ours, peer, repeats: int) -> tuple[float, float, float]:
-    """(first call of ours, median of ours, median of peer): one warm-up each, then alternating."""
-    t0 = time.perf_counter()
-    ours()
-    first = time.perf_counter() - t0
-    peer()
-    times = {ours: [], peer: []}
-    for _ in range(repeats):
-        for fn in (ours, peer):
-            t0 = time.perf_counter()
-            fn()
-            times[fn].append(time.perf_counter() - t0)
-    return first, statistics.median(times[ours]), statistics.median(times[peer])
-
-
 def same_weights(cfg, params, directory: str):
     """The HF model of r1jax's params, and the largest logit difference on one batch."""
     hf.save_checkpoint(cfg, params, directory)
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    tokens = np.random.default_rng(1).integers(1, cfg.vocab_size, (2, 24)).astype(np.int32)
+    tokens = random_prompts(cfg.vocab_size, 2, 24, seed=1)
     ours = np.asarray(models.forward(cfg, params, jnp.asarray(tokens), with_mtp=False)[0])
     with torch.no_grad():
         theirs = model(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
@@ -111,8 +72,7 @@ def train_step(cfg, shapes: Shapes, repeats: int) -> dict:
 
 def generation(cfg, shapes: Shapes, repeats: int) -> dict:
     params = models.init(cfg, jax.random.key(0))
-    prompt = np.random.default_rng(2).integers(
-        1, cfg.vocab_size, (shapes.gen_rows, shapes.gen_prompt)).astype(np.int32)
+    prompt = random_prompts(cfg.vocab_size, shapes.gen_rows, shapes.gen_prompt)
     mask = np.ones_like(prompt, dtype=bool)
     scfg = SamplingConfig(max_new_tokens=shapes.gen_new, greedy=True)  # no stop id: every row
     with tempfile.TemporaryDirectory() as d:  # runs all the new tokens
@@ -138,35 +98,47 @@ def generation(cfg, shapes: Shapes, repeats: int) -> dict:
             "same_tokens": bool(same)}
 
 
+def hf_rows(shapes: Shapes, repeats: int) -> list[tuple[str, str, object]]:
+    """(work, peer, measure) of every HF transformers row."""
+    s = shapes
+    return [
+        (f"DeepSeek-V3 small train step {s.train_batch}x{s.train_seq}", "HF transformers",
+         lambda: train_step(deepseek_small(), shapes, repeats)),
+        (f"DeepSeek-V3 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
+         "HF transformers", lambda: generation(deepseek_small(), shapes, repeats)),
+        (f"Qwen2 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
+         "HF transformers", lambda: generation(qwen2_small(), shapes, repeats)),
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", required=True)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--peers", default="hf,tunix")
     args = parser.parse_args()
     if args.threads == "1":
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
     shapes = QUICK if args.quick else Shapes()
-    s = shapes
-    work = [
-        (f"DeepSeek-V3 small train step {s.train_batch}x{s.train_seq}",
-         lambda: train_step(deepseek_small(), shapes, args.repeats)),
-        (f"DeepSeek-V3 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
-         lambda: generation(deepseek_small(), shapes, args.repeats)),
-        (f"Qwen2 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
-         lambda: generation(qwen2_small(), shapes, args.repeats)),
-    ]
+    peers = args.peers.split(",")
+    work = hf_rows(shapes, args.repeats) if "hf" in peers else []
+    not_run = []
+    if "tunix" in peers:
+        if importlib.util.find_spec("tunix") is None:
+            not_run = [{"work": name, "threads": args.threads, "skipped": True,
+                        "peer": "Tunix (google-tunix not installed)"}
+                       for name in ("Qwen2 small sampler", "GRPO rollout and step")]
+        else:  # only here: the module imports tunix
+            from experiments.peers import tunix_rows
+
+            work += tunix_rows.rows(shapes, args.repeats)
     rows = []
-    for name, measure in work:
-        print(f"measuring {name} ({args.threads} threads)", file=sys.stderr, flush=True)
-        rows.append({"work": name, "threads": args.threads, "peer": "HF transformers",
-                     **measure()})
-    if importlib.util.find_spec("tunix") is None:
-        for name in ("Qwen2 small sampler", "GRPO step"):
-            rows.append({"work": name, "threads": args.threads, "skipped": True,
-                         "peer": "Tunix (google-tunix not installed)"})
-    print(json.dumps(rows))
+    for name, peer, measure in work:
+        print(f"measuring {name} vs {peer} ({args.threads} threads)", file=sys.stderr, flush=True)
+        rows.append({"work": name, "threads": args.threads, "peer": peer, **measure()})
+    print(json.dumps(rows + not_run))
 
 
 if __name__ == "__main__":
