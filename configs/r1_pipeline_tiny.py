@@ -57,13 +57,16 @@ class TaskSetup:
     @property
     def eval(self) -> EvalConfig:
         return EvalConfig(task=self.task, task_kwargs=self.task_kwargs, num_problems=64, k=4,
-                          max_new_tokens=self.max_new_tokens)
+                          max_new_tokens=self.max_new_tokens, kl_seq_len=self.seq_len)
 
 
 TASKS = {
     "arithmetic": TaskSetup("arithmetic", (("max_digits", 2),), max_new_tokens=48, seq_len=128),
-    "countdown": TaskSetup("countdown", (("max_failed_attempts", 4),), max_new_tokens=128,
-                           seq_len=256),
+    # Numbers 1-9; the worked solutions miss up to 6 times before their hit, each further miss
+    # with probability 1/2: long searches are rare in the corpus, and so is the pretrained
+    # policy's, which says "yes" to a miss in the corpus' noisy traces.
+    "countdown": TaskSetup("countdown", (("high", 9), ("max_failed_attempts", 6), ("miss_prob", 0.5)),
+                           max_new_tokens=128, seq_len=256),
 }
 RL_OPTIM = OptimConfig(lr=3e-5, warmup_steps=5, schedule="constant", weight_decay=0.0)
 SFT_OPTIM = OptimConfig(lr=5e-4, warmup_steps=10, schedule="cosine")
