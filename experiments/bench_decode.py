@@ -67,6 +67,8 @@ def main():
               f"{secs:.3f} | {args.batch * args.new_tokens / secs:,.0f} | {latent:,} | {full:,} |")
     compiles = ", ".join(f"{times[k][0]:.1f}s ({k} buckets)" for k in buckets)
     print(f"\njax {jax.__version__}, {jax.devices()[0].platform}, {describe()}; compile runs {compiles}")
+    for k in buckets:  # every timed run, in round order: a loaded machine shows here
+        print(f"{k} buckets: " + " ".join(f"{t:.3f}" for t in times[k][1:]) + " s")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ evaluation (T=0.6), rollouts (T=1.0, 0.7) and rejection sampling of the same sha
 compiled sampler.
 
 Decode steps attend over the live part of the cache only: the N steps run as up to
-`decode_buckets` while loops (segments), each on a cache of static length (`decode_segments`)
-that holds the slots written so far and the segment's own, so step s attends over at most
-P + N * k / K slots instead of all P + N. Between segments the cache grows into a larger one
-(one copy per segment). Growing, not slicing one full-length cache: XLA:CPU copied the whole
+K = `decode_buckets` while loops (segments), each on a cache of static length (`decode_segments`)
+that holds the slots written so far and the segment's own, so the steps of segment k attend over
+P + N * k / K slots (rounded up to a multiple of 8) instead of all P + N; the prefill fills the
+first segment's cache. Between segments the cache grows into a larger one (one copy each). Growing, not slicing one full-length cache: XLA:CPU copied the whole
 cache every step to read a prefix of a buffer that the same step updates in place.
 
 Returned logprobs are the model's own log-softmax of each sampled token (temperature 1, no
