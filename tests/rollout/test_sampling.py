@@ -79,7 +79,8 @@ def test_top_p_never_samples_outside_the_nucleus():
 
 def test_decoding_ends_once_every_row_has_stopped(monkeypatch):
     """Every row stops at its first token (all ids are stop ids): the model runs the prefill and
-    one decode step, not max_new_tokens steps, and the outputs after the stop are empty."""
+    one decode step, not max_new_tokens steps (no later decode segment runs), and the outputs
+    after the stop are empty."""
     from r1jax.rollout import sampling
 
     cfg = config.tiny(vocab_size=64, num_layers=2, num_mtp_modules=0)
@@ -94,6 +95,8 @@ def test_decoding_ends_once_every_row_has_stopped(monkeypatch):
 
     monkeypatch.setattr(sampling.models, "forward", counting_forward)
     scfg = SamplingConfig(max_new_tokens=16, greedy=True, stop_ids=tuple(range(64)))
+    # More than one decode segment: the later ones must be skipped too.
+    assert len(sampling.decode_segments(prompt.shape[1], 16, scfg.decode_buckets)) > 1
     out = sample(cfg, scfg, params, prompt, pmask, jax.random.key(1))
     jax.block_until_ready(out["tokens"])
     assert len(calls) == 2
