@@ -82,8 +82,10 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
         return filter_logits(logits, temperature=temperature, top_p=top_p, top_k=scfg.top_k)
 
     def draw_draft(mtp_logits, key):  # (R, V) -> draft (R,), its filtered logits q (R, V)
-        q_logits = mtp_logits if scfg.greedy else filtered(mtp_logits)  # greedy never reads q
-        return choose_tokens(mtp_logits, key, scfg, temperature, top_p), q_logits
+        if scfg.greedy:  # greedy verification never reads q
+            return jnp.argmax(mtp_logits, axis=-1).astype(jnp.int32), mtp_logits
+        q_logits = filtered(mtp_logits)
+        return jax.random.categorical(key, q_logits, axis=-1).astype(jnp.int32), q_logits
 
     # ---------------------------------------------------------------- prefill
     prefill_key, loop_key = jax.random.split(rng)
@@ -121,12 +123,13 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
         logits, aux = models.forward(cfg, params, fed, positions=fed_pos, attention_mask=fed_mask,
                                      cache=cache, with_mtp=False)  # (R, 2, V)
         if scfg.greedy:
-            x1 = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+            x1, x2 = jnp.unstack(jnp.argmax(logits, axis=-1).astype(jnp.int32), axis=1)
             ok = x1 == draft
         else:
-            x1, ok = accept_or_resample(filtered(logits[:, 0]), q_logits, draft, verify_key)
-        ok = ok & alive
-        x2 = choose_tokens(logits[:, 1], bonus_key, scfg, temperature, top_p)  # after an accept
+            p_logits = filtered(logits)  # (R, 2, V): both positions filtered at once
+            x1, ok = accept_or_resample(p_logits[:, 0], q_logits, draft, verify_key)
+            x2 = jax.random.categorical(bonus_key, p_logits[:, 1], axis=-1).astype(jnp.int32)
+        ok = ok & alive  # x2, drawn from p_{i+1}, counts only after an accepted draft
         # The draft's slot stays only where the draft became x_{i+1}.
         cache = {**aux["cache"], "key_valid": jax.lax.dynamic_update_slice_in_dim(
             aux["cache"]["key_valid"], ok[:, None], slot + 1, axis=1)}
