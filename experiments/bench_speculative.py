@@ -1,4 +1,4 @@
-"""Speculative decoding with MTP drafts [V3 §5.4.3] against plain decoding: acceptance and tokens/s.
+"""Speculative decoding with MTP drafts [V3 §5.4.3] vs plain decoding: acceptance, tokens/s.
 
   python experiments/bench_speculative.py --config configs/r1_pipeline_tiny.py \
       --workdir runs/r1_pipeline --stage final_rl [--rows 16] [--repeats 7]
@@ -83,7 +83,8 @@ def timed_pair(cfg, plain_cfg, spec_cfg, params, prompt, mask, repeats):
             outs[name] = jax.device_get(sample(cfg, scfg, params, prompt, mask, jax.random.key(i)))
             if i:
                 times[name].append(time.perf_counter() - t0)
-    return outs["plain"], outs["spec"], statistics.median(times["plain"]), statistics.median(times["spec"])
+    plain_s, spec_s = statistics.median(times["plain"]), statistics.median(times["spec"])
+    return outs["plain"], outs["spec"], plain_s, spec_s
 
 
 def main(argv=None):
@@ -103,7 +104,8 @@ def main(argv=None):
     cfg, params, prompt, mask, stop_ids, n = (stage_setup if args.workdir else random_setup)(args)
     source = f"{args.stage} of {args.workdir}" if args.workdir else f"random {args.size}"
 
-    print(f"{source}: {prompt.shape[0]} prompts of {prompt.shape[1]} tokens, up to {n} new tokens\n")
+    print(f"{source}: {prompt.shape[0]} prompts of {prompt.shape[1]} tokens, "
+          f"up to {n} new tokens\n")
     print("| decoding | drafts accepted | tokens per step | plain tokens/s | speculative tokens/s "
           "| speedup | greedy identical | mean length plain / spec. |")
     print("|---|---|---|---|---|---|---|---|")
@@ -119,7 +121,8 @@ def main(argv=None):
         # Tokens after the first (chosen from the prefill) per main-model step on [token, draft].
         per_step = (spec["lengths"] - 1).sum() / max(proposed, 1)
         print(f"| {name} | {accepted}/{proposed} ({100 * accepted / max(proposed, 1):.1f}%) | "
-              f"{per_step:.2f} | {plain_tps:,.0f} | {spec_tps:,.0f} | {spec_tps / plain_tps:.2f}x | {identical} | "
+              f"{per_step:.2f} | {plain_tps:,.0f} | {spec_tps:,.0f} | "
+              f"{spec_tps / plain_tps:.2f}x | {identical} | "
               f"{plain['lengths'].mean():.1f} / {spec['lengths'].mean():.1f} |")
     print(f"\n{describe()}; median of {args.repeats} interleaved rounds after a compile call")
 
