@@ -41,3 +41,14 @@ def test_distributed_flags_are_checked(monkeypatch):
     with pytest.raises(SystemExit, match="--process_id=2 must be in"):
         cli.parse_args([*args, "--num_processes", "2", "--process_id", "2",
                         "--coordinator_address", "127.0.0.1:1"])
+
+
+def test_bench_speculative_runs_on_a_random_model(capsys):
+    """The speculative-decoding benchmark end to end on a random tiny model, 2 rows x 3 tokens:
+    its table has both decodings and greedy speculative output identical to plain greedy."""
+    from experiments import bench_speculative
+
+    bench_speculative.main(["--rows", "2", "--new_tokens", "3", "--repeats", "1"])
+    table = capsys.readouterr().out
+    assert "| greedy |" in table and "| T=0.6, top-p 0.95 |" in table
+    assert "| yes |" in table and "| NO |" not in table

@@ -1,8 +1,10 @@
-"""Functional API of the DeepSeek-V3 model: `init`, `forward`, `init_cache`, `param_axes`.
+"""Functional API of the DeepSeek-V3 model: `init`, `forward`, `init_cache`, `param_axes`,
+and the MTP drafter of speculative decoding (`init_mtp_cache`, `mtp_draft`).
 
 Every function dispatches on the config type: a `ModelConfig` runs DeepSeek-V3 (below); other
 architectures register their config type in `ARCHITECTURES` with a module of the same functions
-(`Qwen2Config` and `LlamaConfig` -> `r1jax.models.dense`, the dense R1-Distill students).
+(`Qwen2Config` and `LlamaConfig` -> `r1jax.models.dense`, the dense R1-Distill students). The MTP
+functions exist for DeepSeek-V3 only and refuse other configs.
 
 Params are a pure nested dict of arrays (what orbax saves and `r1jax.interop.hf` maps to Hugging
 Face names). The NNX module is rebuilt abstractly from the config and merged with the params
@@ -118,10 +120,43 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
     One buffer per layer, not one (L, ...) array: each decode step writes its new slots into
     each layer's buffer in place (a loop carry), where a stacked array would be rebuilt whole."""
-    l = cfg.num_layers
+    return _latent_cache(cfg, cfg.num_layers, batch, max_len, dtype)
+
+
+def _latent_cache(cfg: ModelConfig, layers: int, batch: int, max_len: int, dtype) -> dict:
     return {
-        "c_kv": tuple(jnp.zeros((batch, max_len, cfg.kv_lora_rank), dtype) for _ in range(l)),
-        "k_rope": tuple(jnp.zeros((batch, max_len, cfg.qk_rope_head_dim), dtype) for _ in range(l)),
+        "c_kv": tuple(jnp.zeros((batch, max_len, cfg.kv_lora_rank), dtype) for _ in range(layers)),
+        "k_rope": tuple(jnp.zeros((batch, max_len, cfg.qk_rope_head_dim), dtype)
+                        for _ in range(layers)),
         "key_valid": jnp.zeros((batch, max_len), jnp.bool_),
         "index": jnp.zeros((), jnp.int32),
     }
+
+
+def check_has_mtp(cfg) -> None:
+    """Raise a ValueError unless `cfg` is a DeepSeek-V3 config with at least one MTP module."""
+    if not isinstance(cfg, ModelConfig) or cfg.num_mtp_modules < 1:
+        what = (f"num_mtp_modules={cfg.num_mtp_modules}" if isinstance(cfg, ModelConfig)
+                else "a dense model without MTP modules")
+        raise ValueError(f"MTP drafting needs a DeepSeek-V3 config with num_mtp_modules >= 1; "
+                         f"got {type(cfg).__name__} ({what}): sample with draft='none'")
+
+
+def init_mtp_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+    """Empty latent cache of the depth-1 MTP block (one layer), laid out like `init_cache`."""
+    check_has_mtp(cfg)
+    return _latent_cache(cfg, 1, batch, max_len, dtype)
+
+
+def mtp_draft(cfg: ModelConfig, params: dict, next_tokens: jax.Array, hidden: jax.Array, *,
+              positions: jax.Array, attention_mask: jax.Array, cache: dict):
+    """(logits (B, T, V) of the depth-1 MTP module, updated MTP cache).
+
+    next_tokens (B, T): token i + 1 for each query i; hidden (B, T, D): the main model's h_i
+    (aux["hidden"] of a cached `forward`); positions, attention_mask (B, T) as for `forward`;
+    cache from `init_mtp_cache`, written at cache["index"]."""
+    check_has_mtp(cfg)
+    if next_tokens.ndim != 2 or hidden.shape[:2] != next_tokens.shape:
+        raise ValueError(f"next_tokens (B, T) and hidden (B, T, D) must agree; got "
+                         f"{next_tokens.shape=}, {hidden.shape=}")
+    return bind(cfg, params).mtp_draft(next_tokens, hidden, positions, attention_mask, cache)

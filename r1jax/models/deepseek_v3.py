@@ -69,6 +69,11 @@ class MTPModule(nnx.Module):
         self.block = Block(cfg, moe=True, rngs=rngs)
         self.head_norm = RMSNorm(d, eps=eps, axis_name="embed", param_dtype=pd)
 
+    def block_input(self, emb_next: jax.Array, h_prev: jax.Array) -> jax.Array:
+        """M [RMSNorm(emb(t_{i+k})); RMSNorm(h_i)] (B, T, D) from emb_next and h_prev (B, T, D)."""
+        x = jnp.concatenate([self.enorm(emb_next), self.hnorm(h_prev)], axis=-1)  # (B, T, 2D)
+        return jnp.einsum("bte,ed->btd", x, self.eh_proj[...].astype(h_prev.dtype))
+
 
 def output_logits(h: jax.Array, embed: jax.Array, lm_head: jax.Array | None) -> jax.Array:
     """Logits (B, T, V) float32 of h (B, T, D) through lm_head (D, V), or, tied (lm_head None),
@@ -146,6 +151,7 @@ class DeepseekV3(nnx.Module):
         if cache is not None:
             aux["cache"] = {"c_kv": tuple(new_c), "k_rope": tuple(new_r),
                             "key_valid": cache_valid, "index": index + t}
+            aux["hidden"] = h_main  # (B, T, D): what the MTP module drafts from (`mtp_draft`)
         elif with_mtp and len(self.mtp):
             aux["mtp_logits"], aux["mtp_expert_load"] = self.mtp_logits(
                 tokens, h_main, cos, sin, mask, token_mask)
@@ -162,12 +168,36 @@ class DeepseekV3(nnx.Module):
         out, loads = [], []
         for k, mod in enumerate(self.mtp, start=1):
             shifted = jnp.pad(tokens[:, k:], ((0, 0), (0, k)))  # (B, T)
-            x = jnp.concatenate([mod.enorm(emb[shifted]), mod.hnorm(h_prev)], axis=-1)  # (B, T, 2D)
-            x = jnp.einsum("bte,ed->btd", x, mod.eh_proj[...].astype(dt))
-            h_prev, aux, _ = mod.block(x, cos, sin, mask, token_mask)
+            h_prev, aux, _ = mod.block(mod.block_input(emb[shifted], h_prev), cos, sin, mask,
+                                       token_mask)
             out.append(self.head(mod.head_norm(h_prev)))
             loads.append(aux["expert_load"])
         return jnp.stack(out), jnp.stack(loads)
+
+    def mtp_draft(self, next_tokens, hidden, positions, token_mask, cache):
+        """Depth-1 MTP logits (B, T, V) on its own latent cache: what speculative decoding drafts
+        with [V3 §5.4.3]. Query i embeds next_tokens[:, i] (token i + 1) and takes hidden[:, i]
+        (h_i after the final norm, aux["hidden"] of a cached forward), as in `mtp_logits`.
+
+        The MTP block attends to its own keys of earlier positions, so `cache` (one layer,
+        `api.init_mtp_cache`) takes the new latents at cache["index"] like the main cache.
+        Returns (logits, updated cache).
+        """
+        cfg, mod = self.cfg, self.mtp[0]
+        t = next_tokens.shape[1]
+        index = cache["index"]
+        token_mask = token_mask.astype(jnp.bool_)
+        cache_valid = jax.lax.dynamic_update_slice_in_dim(cache["key_valid"], token_mask, index,
+                                                          axis=1)
+        mask = attention_mask_for(token_mask, None, cache_valid, index, t)  # (B, T, S)
+        cos, sin = rope_cos_sin(cfg, positions)
+        emb = lookup_table(self.embed[...].astype(hidden.dtype))[next_tokens]  # (B, T, D)
+        layer_cache = (cache["c_kv"][0], cache["k_rope"][0])
+        h, _, (c_kv, k_rope) = mod.block(mod.block_input(emb, hidden), cos, sin, mask, token_mask,
+                                         layer_cache, index)
+        new_cache = {"c_kv": (c_kv,), "k_rope": (k_rope,), "key_valid": cache_valid,
+                     "index": index + t}
+        return self.head(mod.head_norm(h)), new_cache
 
 
 def update_routing_biases(cfg: ModelConfig, params: dict, expert_load, mtp_expert_load,

@@ -10,12 +10,16 @@ Decode steps attend over the live part of the cache only: the N steps run as up 
 K = `decode_buckets` while loops (segments), each on a cache of static length (`decode_segments`)
 that holds the slots written so far and the segment's own, so the steps of segment k attend over
 P + N * k / K slots (rounded up to a multiple of 8) instead of all P + N; the prefill fills the
-first segment's cache. Between segments the cache grows into a larger one (one copy each). Growing, not slicing one full-length cache: XLA:CPU copied the whole
-cache every step to read a prefix of a buffer that the same step updates in place.
+first segment's cache. Between segments the cache grows into a larger one (one copy each).
+Growing, not slicing one full-length cache: XLA:CPU copied the whole cache every step to read a
+prefix of a buffer that the same step updates in place.
 
 Returned logprobs are the model's own log-softmax of each sampled token (temperature 1, no
 top-p/top-k), i.e. exactly what a forward pass over the finished sequence gives: GRPO uses them
 as the behaviour policy pi_old.
+
+With `SamplingConfig.draft="mtp"` the same call decodes speculatively: the model's MTP module
+drafts and the main model verifies, 1 or 2 tokens per step (r1jax/rollout/speculative.py).
 """
 
 from __future__ import annotations
@@ -29,25 +33,11 @@ import numpy as np
 
 from r1jax import models
 from r1jax.config import ModelConfig
-from r1jax.field_checks import at_least, between, check_fields, positive
+from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, filter_logits, prefill,
+                                    token_logprobs)
+from r1jax.rollout.speculative import sample_speculative
 
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = no top-k filter
-    greedy: bool = False
-    num_samples: int = 1  # G samples per prompt
-    stop_ids: tuple[int, ...] = ()  # generation of a row ends after any of these (e.g. EOS)
-    decode_buckets: int = 4  # K decode segments of growing live length; 1 = all P + N slots
-
-    def __post_init__(self):
-        check_fields(self, max_new_tokens=at_least(1), temperature=positive(),
-                     top_p=between(0, 1, include_low=False), top_k=at_least(0),
-                     num_samples=at_least(1), decode_buckets=at_least(1))
-
+__all__ = ["SamplingConfig", "decode_segments", "filter_logits", "grow_cache", "sample"]
 
 LIVE_LENGTH_MULTIPLE = 8  # live lengths round up to whole vector registers / TPU sublanes
 
@@ -89,26 +79,6 @@ def grow_cache(cfg: ModelConfig, cache: dict, slots: int) -> dict:
     return jax.tree.map(copy_into, empty, cache)
 
 
-def filter_logits(logits: jax.Array, *, temperature, top_p, top_k: int) -> jax.Array:
-    """Temperature, then top-k, then nucleus (top-p): the smallest set of tokens whose
-    probability reaches top_p keeps its logits, everything else gets -inf. (.., V) float32.
-    temperature and top_p may be traced; top_p >= 1 skips the sort at run time."""
-    logits = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
-    if top_k:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-
-    def nucleus(logits):
-        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
-        keep_sorted = mass_before < top_p  # the first token is always kept
-        threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        return jnp.where(logits < threshold, -jnp.inf, logits)
-
-    return jax.lax.cond(top_p < 1.0, nucleus, lambda x: x, logits)
-
-
 def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
            prompt_mask: jax.Array, rng: jax.Array) -> dict:
     """Sample G completions for each left-padded prompt.
@@ -117,9 +87,13 @@ def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: 
       tokens (B*G, N) int32, 0 after a row stopped; logprobs (B*G, N) float32;
       mask (B*G, N) bool, True for generated tokens (the stop token included);
       lengths (B*G,) int32.
+    With draft="mtp" also drafts_proposed and drafts_accepted (B*G,) int32.
     """
     # Only what shapes the program is static: one compiled sampler for every temperature/top-p.
     shape = dataclasses.replace(scfg, temperature=1.0, top_p=1.0)
+    if scfg.draft == "mtp":
+        return sample_speculative(cfg, shape, params, prompt_tokens, prompt_mask, rng,
+                                  np.float32(scfg.temperature), np.float32(scfg.top_p))
     return _sample(cfg, shape, params, prompt_tokens, prompt_mask, rng,
                    np.float32(scfg.temperature), np.float32(scfg.top_p))
 
@@ -127,33 +101,19 @@ def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: 
 @functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
 def _sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
             prompt_mask: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array) -> dict:
-    g, n = scfg.num_samples, scfg.max_new_tokens
-    tokens = jnp.repeat(prompt_tokens, g, axis=0)  # (B*G, P)
-    mask = jnp.repeat(prompt_mask.astype(jnp.bool_), g, axis=0)
-    rows, p = tokens.shape
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    segments = decode_segments(p, n, scfg.decode_buckets)  # ((live_len, end_step), ...)
-    cache = models.init_cache(cfg, rows, segments[0][0], jnp.dtype(cfg.dtype))
-    logits, aux = models.forward(cfg, params, tokens, positions=positions, attention_mask=mask,
-                                 cache=cache, with_mtp=False)
+    n = scfg.max_new_tokens
+    segments = decode_segments(prompt_tokens.shape[1], n, scfg.decode_buckets)  # ((live, end), ..)
+    tokens, _, positions, logits, aux = prefill(cfg, params, prompt_tokens, prompt_mask,
+                                                scfg.num_samples, segments[0][0])
+    rows = tokens.shape[0]
     next_pos = positions[:, -1] + 1  # (B*G,)
     stop_ids = jnp.asarray(scfg.stop_ids or (-1,), jnp.int32)
-
-    def choose(logits, key):
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (B*G, V)
-        if scfg.greedy:
-            tok = jnp.argmax(logits, axis=-1)
-        else:
-            filtered = filter_logits(logits, temperature=temperature, top_p=top_p,
-                                     top_k=scfg.top_k)
-            tok = jax.random.categorical(key, filtered, axis=-1)
-        return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
-
     keys = jax.random.split(rng, n)
 
     def body(carry):
         step, last_logits, cache, pos, done, toks, logps, alive_steps = carry
-        tok, logp = choose(last_logits, keys[step])
+        tok = choose_tokens(last_logits, keys[step], scfg, temperature, top_p)
+        logp = token_logprobs(last_logits, tok)
         alive = ~done
         tok = jnp.where(alive, tok, 0)
         logits, aux = models.forward(cfg, params, tok[:, None], positions=pos[:, None],

@@ -1,0 +1,96 @@
+"""What the rollout layer's decoders share: the sampling options, the logits filter, the choice
+of a token, and the prefill of left-padded prompts into the latent cache.
+
+`r1jax/rollout/sampling.py` (one token per step) and `r1jax/rollout/speculative.py` (MTP drafts,
+1 or 2 tokens per step) both build on these, so the two decoders choose tokens and report
+logprobs by one definition.
+
+Axis glossary: B prompts, G samples per prompt, R = B*G rows, P prompt length, S cache slots,
+V vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from r1jax import models
+from r1jax.field_checks import at_least, between, check_fields, one_of, positive
+
+# SamplingConfig.draft: "none" decodes one token per step; "mtp" lets the model's first MTP module
+# draft the token after next and the main model verify it [V3 §5.4.3].
+DRAFTS = ("none", "mtp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    greedy: bool = False
+    num_samples: int = 1  # G samples per prompt
+    stop_ids: tuple[int, ...] = ()  # generation of a row ends after any of these (e.g. EOS)
+    draft: str = "none"  # one of DRAFTS; "mtp" needs a DeepSeek-V3 config with MTP modules
+    # Plain decoding in K segments of growing live cache length; 1 = all P + N slots every step
+    # (r1jax/rollout/sampling.py). Speculative decoding always attends over all slots.
+    decode_buckets: int = 4
+
+    def __post_init__(self):
+        check_fields(self, max_new_tokens=at_least(1), temperature=positive(),
+                     top_p=between(0, 1, include_low=False), top_k=at_least(0),
+                     num_samples=at_least(1), draft=one_of(*DRAFTS), decode_buckets=at_least(1))
+
+
+def filter_logits(logits: jax.Array, *, temperature, top_p, top_k: int) -> jax.Array:
+    """Temperature, then top-k, then nucleus (top-p): the smallest set of tokens whose
+    probability reaches top_p keeps its logits, everything else gets -inf. (.., V) float32.
+    temperature and top_p may be traced; top_p >= 1 skips the sort at run time."""
+    logits = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+
+    def nucleus(logits):
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+        keep_sorted = mass_before < top_p  # the first token is always kept
+        threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        return jnp.where(logits < threshold, -jnp.inf, logits)
+
+    return jax.lax.cond(top_p < 1.0, nucleus, lambda x: x, logits)
+
+
+def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """log softmax(logits)[token], (R,), at temperature 1 without filters: what a forward pass
+    over the finished sequence gives (GRPO's behaviour policy pi_old). logits (R, V)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (R, V)
+    return jnp.take_along_axis(logp, tokens[:, None], -1)[:, 0]
+
+
+def choose_tokens(logits: jax.Array, key: jax.Array, scfg: SamplingConfig, temperature,
+                  top_p) -> jax.Array:
+    """Next tokens (R,) int32 from logits (R, V): argmax when greedy, else a draw from the
+    filtered distribution (temperature, top-k, top-p)."""
+    if scfg.greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    filtered = filter_logits(logits, temperature=temperature, top_p=top_p, top_k=scfg.top_k)
+    return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
+
+
+def prefill(cfg, params: dict, prompt_tokens: jax.Array, prompt_mask: jax.Array,
+            num_samples: int, cache_slots: int):
+    """Each left-padded prompt (B, P) repeated G times, run into a fresh cache of `cache_slots`.
+
+    Returns (tokens (R, P), mask (R, P) bool, positions (R, P), logits (R, P, V), aux): positions
+    count real tokens only, so every row's next token sits at positions[:, -1] + 1."""
+    tokens = jnp.repeat(prompt_tokens, num_samples, axis=0)  # (R, P)
+    mask = jnp.repeat(prompt_mask.astype(jnp.bool_), num_samples, axis=0)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    cache = models.init_cache(cfg, tokens.shape[0], cache_slots, jnp.dtype(cfg.dtype))
+    logits, aux = models.forward(cfg, params, tokens, positions=positions, attention_mask=mask,
+                                 cache=cache, with_mtp=False)
+    return tokens, mask, positions, logits, aux
