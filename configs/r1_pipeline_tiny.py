@@ -41,7 +41,7 @@ from r1jax.train.optim import OptimConfig
 # Recipe arguments, comma-separated: `runlocal` (the smoke test), the student architecture and
 # the task.
 ARGS = tuple(",".join(a for a in combo if a) for combo in itertools.product(
-    ("", "countdown"), ("", "llama"), ("", "runlocal")) if any(combo))
+    ("", "checked", "countdown"), ("", "llama"), ("", "runlocal")) if any(combo))
 STUDENTS = {"qwen2": qwen2_tiny, "llama": llama_tiny}  # default: qwen2
 
 
@@ -62,6 +62,10 @@ class TaskSetup:
 
 TASKS = {
     "arithmetic": TaskSetup("arithmetic", (("max_digits", 2),), max_new_tokens=48, seq_len=128),
+    # 30% of the worked solutions check themselves (r1jax/data/tasks/arithmetic.py): a check
+    # catches the corpus' planted slips, at twice the length.
+    "checked": TaskSetup("arithmetic", (("max_digits", 2), ("check_rate", 0.3)), max_new_tokens=64,
+                         seq_len=128),
     # Numbers 1-9; the worked solutions miss up to 6 times before their hit, each further miss
     # with probability 1/2: long searches are rare in the corpus, and so is the pretrained
     # policy's, which says "yes" to a miss in the corpus' noisy traces.
@@ -103,11 +107,11 @@ def data_set(setup: TaskSetup, seed, **kw):
 def get_config(arg=None):
     options = set((arg or "").split(","))
     student_architecture = "llama" if "llama" in options else "qwen2"
-    setup = TASKS["countdown" if "countdown" in options else "arithmetic"]
+    setup = TASKS[next((t for t in ("checked", "countdown") if t in options), "arithmetic")]
     teacher = tiny(vocab_size=512, init_std=0.02)
     student = STUDENTS[student_architecture](vocab_size=512)
     cfg = PipelineConfig(
-        name="r1_pipeline_tiny" + ("_countdown" if "countdown" in options else ""),
+        name="r1_pipeline_tiny" + "".join(f"_{t}" for t in ("checked", "countdown") if t in options),
         base=pretrain(setup, "base", teacher),
         r1_zero=rl(setup),
         cold_start_data=data_set(setup, seed=7),

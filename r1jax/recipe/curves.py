@@ -15,7 +15,7 @@ from r1jax.eval.tables import format_table, mean_std
 
 CURVE_METRICS = (("rollout accuracy (%)", "accuracy", 100.0),
                  ("response length (tokens)", "response_length", 1.0),
-                 ("responses that revise (%)", "revisions", 1.0))  # (label, metrics key, scale)
+                 ("responses that check or revise (%)", "revisions", 1.0))  # (label, metrics key, scale)
 WINDOW = 10  # steps averaged at each end of the run
 
 

@@ -5,8 +5,8 @@
 - `distill_vs_rl`: R1's Table 6 (REFERENCE §4.3): the same dense student trained with GRPO alone
   vs distilled from the final teacher, at matched student FLOPs; models as rows.
 - `r1_zero_curve`: R1-Zero's training curves (Fig. 1 and the response-length figure): rollout
-  accuracy, response length and the share of responses that revise, first vs last GRPO steps
-  (r1jax/recipe/curves.py).
+  accuracy, response length and the share of responses that check or revise, first vs last
+  GRPO steps (r1jax/recipe/curves.py).
 """
 
 from __future__ import annotations

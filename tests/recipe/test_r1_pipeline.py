@@ -209,4 +209,4 @@ def test_r1_zero_on_countdown_counts_revisions(tmp_path):
                                                    "response_length", "revisions"}
     metrics = [json.loads(line) for line in open(tmp_path / "r1_zero" / "metrics.jsonl")]
     assert all(0 <= m["revisions"] <= 100 for m in metrics)
-    assert "| responses that revise (%) |" in out and "countdown" in out
+    assert "| responses that check or revise (%) |" in out and "countdown" in out

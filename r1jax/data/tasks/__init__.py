@@ -30,14 +30,16 @@ class Task:
     generate: Callable[..., dict] | None = None  # (seed, index, **knobs) -> example; None for files
     # completion -> its final answer's vote in cons@k; None: answers.answer_key (canonical text)
     answer_key: Callable[[str], str | None] | None = None
-    # completion -> it checks an earlier step, rejects it and tries again; None: no such notion.
-    # Counted (the share of responses that revise), never rewarded.
+    # completion -> it checks or revises an earlier step (arithmetic: recomputes its steps after
+    # "check"; Countdown: rejects an attempt and tries again); None: no such notion. Counted (the
+    # share of responses that check or revise), never rewarded.
     revises: Callable[[str], bool] | None = None
 
 
 TASKS: dict[str, Task] = {
     arithmetic.TASK: Task(arithmetic.TASK, arithmetic.verify, arithmetic.reward,
-                          arithmetic.check_example, arithmetic.generate),
+                          arithmetic.check_example, arithmetic.generate,
+                          revises=arithmetic.revises),
     countdown.TASK: Task(countdown.TASK, countdown.verify, countdown.reward,
                          countdown.check_example, countdown.generate, revises=countdown.revises),
     # Read from data files (GSM8K, MATH and mapped layouts), judged with math-verify.

@@ -14,14 +14,24 @@ The second operand has at most `max_mul_digits` (default 2) digits to keep trace
 `noisy=True` plants one slip (a column sum or partial product off by one unit) and carries it
 through, so the answer is wrong but consistent with the trace: pretraining on a mix of clean and
 noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFERENCE §5.2).
+
+`check_rate` > 0 makes that fraction of the traces check themselves: after the steps comes
+"check", every step computed again (without a slip), and "ok" when the answers agree or "no"
+when they do not, the answer then being the recomputed one:
+    reasoning "2+9+1=12 8+7+1=16 4+0+1=5 check 2+9+0=11 8+7+1=16 4+0+1=5 no"   answer "561"
+So a trace is short and sometimes wrong, or longer and right: a policy that learns to check
+raises its accuracy and its response length together (R1-Zero's self-verification in
+miniature), and `revises` counts the responses that check.
 """
 
 import random
+import re
 
 from r1jax.data.tasks import splits
-from r1jax.data.tasks.answers import check_gold_answer, verify_gold_answer
+from r1jax.data.tasks.answers import check_gold_answer, judged_text, verify_gold_answer
 
 TASK = "arithmetic"
+CHECK, CHECK_AGREES, CHECK_DISAGREES = "check", "ok", "no"
 
 
 def _operand(rng: random.Random, min_digits: int, max_digits: int) -> int:
@@ -89,9 +99,12 @@ def solve(op: str, a: int, b: int) -> int:
 def generate(
     seed: int, index: int, *, split: str = splits.TRAIN, heldout_percent: int = 10,
     min_digits: int = 1, max_digits: int = 3, ops: tuple[str, ...] = ("+",), max_mul_digits: int = 2,
-    noisy: bool = False,
+    check_rate: float = 0.0, noisy: bool = False,
 ) -> dict:
-    """Example `index` of the stream `seed`: prompt, reasoning, answer (+ op, a, b, task)."""
+    """Example `index` of the stream `seed`: prompt, reasoning, answer (+ op, a, b, task).
+    A fraction `check_rate` of the traces recompute their steps after a "check" (see above)."""
+    if not 0.0 <= check_rate <= 1.0:
+        raise ValueError(f"check_rate={check_rate} must be in [0, 1]")
     if not 1 <= min_digits <= max_digits:
         raise ValueError(f"need 1 <= min_digits={min_digits} <= max_digits={max_digits}")
     for op in ops:
@@ -102,12 +115,15 @@ def generate(
         problem_key, seed=seed, index=index, split=split, heldout_percent=heldout_percent,
     )
     op, a, b = problem["op"], problem["a"], problem["b"]
-    if op == "+":
-        slip = rng.randrange(max(len(str(a)), len(str(b)))) if noisy else None
-        reasoning, answer = addition_trace(a, b, slip)
-    else:
-        slip = rng.randrange(len(str(b))) if noisy else None
-        reasoning, answer = multiplication_trace(a, b, slip)
+    trace = addition_trace if op == "+" else multiplication_trace
+    places = max(len(str(a)), len(str(b))) if op == "+" else len(str(b))
+    slip = rng.randrange(places) if noisy else None
+    reasoning, answer = trace(a, b, slip)
+    # Drawn only when asked for, so that check_rate=0 leaves every stream as it was.
+    if check_rate and rng.random() < check_rate:
+        checked, correct = trace(a, b)  # the check recomputes every step, without the slip
+        verdict = CHECK_AGREES if correct == answer else CHECK_DISAGREES
+        reasoning, answer = f"{reasoning} {CHECK} {checked} {verdict}", correct
     return {
         "task": TASK,
         "prompt": f"Compute {a}{op}{b}.",
@@ -155,3 +171,13 @@ def verify(completion, example: dict) -> bool:
 def reward(completion, example: dict) -> float:
     """1 for a correct final answer, else 0 (R1's accuracy reward)."""
     return float(verify(completion, example))
+
+
+_CHECKED = re.compile(rf"\b{CHECK}\b")
+
+
+def revises(completion) -> bool:
+    """The reasoning checks its steps by computing them again ("check ...")."""
+    text = judged_text(completion)
+    end = text.find("</think>")
+    return bool(_CHECKED.search(text if end < 0 else text[:end]))
