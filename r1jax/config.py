@@ -84,6 +84,11 @@ class ModelConfig:
     # masked softmax, lax.ragged_dot), the baseline of tests and benchmarks.
     # A static jit argument like the whole config, so the choice is part of the jit cache key.
     kernels: str = "xla"
+    # Run each run of same-structure layers (the first_k_dense dense ones, then the MoE ones) under
+    # one jax.lax.scan, so compile time and program size stop growing with depth
+    # (r1jax/models/layer_scan.py); False unrolls them in Python. Params are stored per layer
+    # either way, and the two give the same numbers.
+    scan_layers: bool = True
 
     def __post_init__(self):
         if self.n_routed_experts % self.n_group:
@@ -107,6 +112,8 @@ class ModelConfig:
         if self.kernels.startswith("pallas") and self.dtype != "bfloat16":
             raise ValueError(f"kernels={self.kernels!r} runs bf16 kernels: set dtype='bfloat16' "
                              f"(got {self.dtype!r})")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers={self.scan_layers!r} must be True or False")
         if not 0 <= self.first_k_dense <= self.num_layers:
             raise ValueError(f"first_k_dense={self.first_k_dense} must lie in [0, num_layers={self.num_layers}]")
 
