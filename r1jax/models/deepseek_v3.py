@@ -134,7 +134,7 @@ class DeepseekV3(nnx.Module):
 
         layer_caches = None if cache is None else list(zip(cache["c_kv"], cache["k_rope"]))
         h, outputs = run_layers(self.layers, apply, h, layer_caches,
-                                scan=scan_this_call(cfg.scan_layers, t, cache))
+                                scan=scan_this_call(cfg.scan_layers, cache))
         loads, balance = [], jnp.zeros((), jnp.float32)
         for aux, _ in outputs:
             if aux is not None:  # a MoE layer

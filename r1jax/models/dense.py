@@ -196,7 +196,7 @@ class DenseDecoder(nnx.Module):
 
         layer_caches = None if cache is None else list(zip(cache["k"], cache["v"]))
         h, new_caches = run_layers(self.layers, apply, h, layer_caches,
-                                   scan=scan_this_call(cfg.scan_layers, t, cache))
+                                   scan=scan_this_call(cfg.scan_layers, cache))
         logits = self.head(self.final_norm(h))  # (B, T, V) float32
 
         no_experts = jnp.zeros((0, 0), jnp.float32)

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from r1jax import config, models
-from r1jax.models import llama, qwen2
+from r1jax.models import deepseek_v3, dense, llama, qwen2
 from r1jax.models.deepseek_v3 import DeepseekV3
 from r1jax.models.layer_scan import layer_runs
 from r1jax.train.optim import OptimConfig, make_optimizer
@@ -67,12 +67,16 @@ def test_forward_and_gradients_match_the_unrolled_loop(name):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_cached_decode_matches_the_unrolled_loop(name):
-    """Prefill of a left-padded batch, then two one-token steps on the cache."""
+def test_cached_decode_matches_the_unrolled_loop(name, monkeypatch):
+    """Prefill of a left-padded batch, then two one-token steps on the cache. Calls on a cache
+    run unrolled by default (scan_this_call), so the scan of per-layer cache buffers is forced
+    here to check it too."""
     cfg = MODELS[name]
     params = models.init(cfg, jax.random.key(0))
     prompt = jax.random.randint(jax.random.key(1), (2, 6), 1, cfg.vocab_size)
     mask = jnp.arange(6)[None, :] >= jnp.array([[0], [2]])
+    for module in (deepseek_v3, dense):
+        monkeypatch.setattr(module, "scan_this_call", lambda enabled, cache: enabled)
     outputs = []
     for c in scanned_and_unrolled(cfg):
         step = jax.jit(lambda p, t, m, cache, c=c: models.forward(c, p, t, attention_mask=m,
@@ -84,6 +88,18 @@ def test_cached_decode_matches_the_unrolled_loop(name):
             steps.append(logits)
         outputs.append((steps, aux["cache"]))
     assert_trees_close(outputs[0], outputs[1], "decode")
+
+
+@pytest.mark.parametrize("name", ["deepseek_v3", "qwen2"])
+def test_calls_on_a_cache_stay_unrolled(name):
+    """A decode step writes each layer's cache buffer in place; a scan would copy the cache."""
+    cfg = MODELS[name]
+    cache = models.init_cache(cfg, 2, 8)
+    step = jax.jit(lambda p, t, cache: models.forward(cfg, p, t, cache=cache, with_mtp=False))
+    text = step.lower(models.abstract_params(cfg), jnp.ones((2, 1), jnp.int32), cache).as_text()
+    assert "stablehlo.while" not in text
+    train = jax.jit(lambda p, t: models.forward(cfg, p, t)[0])
+    assert "stablehlo.while" in train.lower(models.abstract_params(cfg), jnp.ones((2, 4), jnp.int32)).as_text()
 
 
 def test_runs_split_dense_from_moe_layers():
