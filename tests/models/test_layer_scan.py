@@ -1,6 +1,8 @@
 """Layers under jax.lax.scan (scan_layers=True) compute what the Python loop computes, and the
 train step's program stops growing with depth (r1jax/models/layer_scan.py)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from r1jax.models.layer_scan import layer_runs
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import init_state
 from r1jax.train.steps import sft_step_fn
+from tests.devices import run_with_devices
 
 # Same ops in the same order, only compiled as a loop body: float32 agrees to rounding.
 TOL = 1e-6
@@ -155,3 +158,14 @@ def test_train_step_grows_only_by_its_per_layer_optimizer_work():
     unrolled = {n: train_step_hlo_lines(config.tiny(num_layers=n, scan_layers=False))
                 for n in (3, 8)}
     assert scanned[8] - scanned[3] < 0.5 * (unrolled[8] - unrolled[3]), (scanned, unrolled)
+
+
+@pytest.mark.slow
+def test_scanned_layers_on_sharded_meshes_match_one_device(once):
+    """Stacking per-layer params that are split over fsdp / expert / tensor keeps the math, and
+    the gradients come back per layer in the params' own shardings."""
+    result = once("scan_multidevice", lambda d: run_with_devices(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "scan_multidevice.py"), 8))
+    for mesh, r in result.items():
+        assert r["loss_diff"] <= 1e-5 and r["grad_diff"] <= 1e-5, (mesh, r)
+        assert "expert" in r["expert_spec"], (mesh, r)
