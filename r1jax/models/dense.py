@@ -64,7 +64,8 @@ class DenseConfig:
     param_dtype: str = "float32"
     rope_scaling: Llama3RopeScaling | None = None  # None: unscaled RoPE
     # Run the layers under jax.lax.scan (one compiled layer body; r1jax/models/layer_scan.py);
-    # False unrolls them in Python. Params are stored per layer either way.
+    # False unrolls them in Python (the tiny CPU sizes, as config.tiny). Params are stored per
+    # layer either way.
     scan_layers: bool = True
 
     def __post_init__(self):

@@ -31,7 +31,7 @@ def loss_and_grads(cfg, mesh, params, tokens):
 def main():
     assert jax.device_count() == 8, jax.devices()
     # 1 dense layer, then a scanned run of 3 MoE layers; MTP on.
-    cfg = config.tiny(num_layers=4, init_std=0.05)
+    cfg = config.tiny(num_layers=4, init_std=0.05, scan_layers=True)
     params = jax.device_get(models.init(cfg, jax.random.key(0)))
     tokens = np.random.default_rng(0).integers(1, cfg.vocab_size, (8, 16)).astype(np.int32)
     out = {}

@@ -96,7 +96,7 @@ def test_cached_decode_matches_the_unrolled_loop(name, monkeypatch):
 @pytest.mark.parametrize("name", ["deepseek_v3", "qwen2"])
 def test_calls_on_a_cache_stay_unrolled(name):
     """A decode step writes each layer's cache buffer in place; a scan would copy the cache."""
-    cfg = MODELS[name]
+    cfg = MODELS[name].replace(scan_layers=True)
     cache = models.init_cache(cfg, 2, 8)
     step = jax.jit(lambda p, t, cache: models.forward(cfg, p, t, cache=cache, with_mtp=False))
     text = step.lower(models.abstract_params(cfg), jnp.ones((2, 1), jnp.int32), cache).as_text()
@@ -144,7 +144,7 @@ def test_model_program_does_not_grow_with_depth(name):
     """Forward + backward: 3 and 8 layers hold the same scanned runs (DeepSeek-V3: 1 dense layer,
     then a run of MoE layers); only the stacking of per-layer params grows (~50 lines a layer)."""
     size = config.tiny if name == "deepseek_v3" else qwen2.tiny
-    lines = {n: model_hlo_lines(size(num_layers=n)) for n in (3, 8)}
+    lines = {n: model_hlo_lines(size(num_layers=n, scan_layers=True)) for n in (3, 8)}
     unrolled_8 = model_hlo_lines(size(num_layers=8, scan_layers=False))
     assert lines[8] <= 1.2 * lines[3], lines
     assert unrolled_8 > 2 * lines[8], (unrolled_8, lines)  # the loop it replaces did grow
@@ -154,7 +154,7 @@ def test_train_step_grows_only_by_its_per_layer_optimizer_work():
     """The whole step still grows with depth: AdamW, clipping and the non-finite guard run per
     param leaf, and params are stored per layer. Scanning cuts the growth per layer by more than
     half (measured: 1.0k vs 2.3k lines per MoE layer of tiny)."""
-    scanned = {n: train_step_hlo_lines(config.tiny(num_layers=n)) for n in (3, 8)}
+    scanned = {n: train_step_hlo_lines(config.tiny(num_layers=n, scan_layers=True)) for n in (3, 8)}
     unrolled = {n: train_step_hlo_lines(config.tiny(num_layers=n, scan_layers=False))
                 for n in (3, 8)}
     assert scanned[8] - scanned[3] < 0.5 * (unrolled[8] - unrolled[3]), (scanned, unrolled)
