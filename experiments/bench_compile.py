@@ -22,7 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.cli import add_compile_cache_flags, enable_compile_cache, single_process_only  # noqa: E402
+from experiments.cli import (add_compile_cache_flags, enable_compile_cache,  # noqa: E402
+                             single_process_only)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -26,10 +26,11 @@ layer is called directly.
 
 Calls on a KV cache (prefill and decode in r1jax/rollout/sampling.py) stay unrolled. A scanned
 decode step stacks the layers' cache buffers into the scan and slices them back out, copying the
-whole cache every token where the unrolled loop writes each layer's new slot in place: measured
-with the sampler on `tiny` (64 rows, 32 + 64 tokens, 2 shared CPU cores), 2.6k decode tokens/s scanned vs
-9.0k unrolled at 8 layers. Scanning the prefill alone was as fast (9.6k), but it holds two copies
-of the cache while stacking, and the sampler's compile is dominated by its decode body anyway.
+whole cache every token where the unrolled loop writes each layer's new slot in place. Measured
+with the sampler on `tiny` at 8 layers (64 rows, 32 + 64 tokens, 2 shared CPU cores): 2.6k decode
+tokens/s scanned vs 9.0k unrolled. Scanning the prefill alone was as fast (9.6k), but it holds
+two copies of the cache while stacking, and the sampler's compile is dominated by its decode
+body anyway.
 """
 
 from __future__ import annotations

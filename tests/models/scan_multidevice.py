@@ -42,8 +42,8 @@ def main():
         for shape in MESHES:
             loss, grads, spec = loss_and_grads(cfg, make_mesh(MeshConfig(*shape)), params, tokens)
             diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), grads, ref_grads)
-            out[str(shape)] = {"loss_diff": abs(loss - ref_loss), "grad_diff": max(jax.tree.leaves(diff)),
-                               "expert_spec": spec}
+            out[str(shape)] = {"loss_diff": abs(loss - ref_loss),
+                               "grad_diff": max(jax.tree.leaves(diff)), "expert_spec": spec}
     print("RESULT " + json.dumps(out))
 
 

@@ -87,7 +87,8 @@ def test_cached_decode_matches_the_unrolled_loop(name, monkeypatch):
         logits, aux = step(params, prompt, mask, models.init_cache(cfg, 2, 10))
         steps = [logits]
         for token in (3, 5):
-            logits, aux = step(params, jnp.full((2, 1), token), jnp.ones((2, 1), bool), aux["cache"])
+            one = jnp.ones((2, 1), bool)
+            logits, aux = step(params, jnp.full((2, 1), token), one, aux["cache"])
             steps.append(logits)
         outputs.append((steps, aux["cache"]))
     assert_trees_close(outputs[0], outputs[1], "decode")
@@ -102,7 +103,8 @@ def test_calls_on_a_cache_stay_unrolled(name):
     text = step.lower(models.abstract_params(cfg), jnp.ones((2, 1), jnp.int32), cache).as_text()
     assert "stablehlo.while" not in text
     train = jax.jit(lambda p, t: models.forward(cfg, p, t)[0])
-    assert "stablehlo.while" in train.lower(models.abstract_params(cfg), jnp.ones((2, 4), jnp.int32)).as_text()
+    tokens = jnp.ones((2, 4), jnp.int32)
+    assert "stablehlo.while" in train.lower(models.abstract_params(cfg), tokens).as_text()
 
 
 def test_runs_split_dense_from_moe_layers():
