@@ -1,5 +1,13 @@
 """Shared command line of the experiment scripts: --config recipe, --config.x overrides,
---workdir, and the jax.distributed flags, which every script that parses them honours.
+--workdir, the persistent compilation cache, and the jax.distributed flags, which every script
+that parses them honours.
+
+Compilation cache: on by default in DEFAULT_COMPILE_CACHE_DIR (or $JAX_COMPILATION_CACHE_DIR when
+set, as the test suite sets it for the scripts it starts); --compile_cache_dir DIR moves it,
+--no_compile_cache turns it off. One directory for every workdir and recipe: XLA keys each entry
+by the program, the jax/XLA version, the devices and the flags, so runs of different recipes
+share what they can and never read a wrong entry; a second run of a recipe skips most of its
+compiles (BENCHMARKS.md, "Compile time").
 
 Multi-host: run the same command on every process with --coordinator_address host:port
 --num_processes N --process_id i (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
@@ -14,6 +22,11 @@ import argparse
 import os
 
 DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+DEFAULT_COMPILE_CACHE_DIR = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "r1jax", "jax")
+# Programs that compile faster than this are not written: reading an entry back costs about as
+# much as compiling a tiny program, and every eager op would otherwise leave a file.
+COMPILE_CACHE_MIN_COMPILE_SECS = 0.5
 
 
 def parse_args(argv=None, *, description: str = "", add_arguments=None,
@@ -27,6 +40,7 @@ def parse_args(argv=None, *, description: str = "", add_arguments=None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if add_arguments is not None:
         add_arguments(parser)
+    add_compile_cache_flags(parser)
     parser.add_argument("--config", required=True, help="configs/<recipe>.py[:arg]")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, plots")
     parser.add_argument("--coordinator_address", default=os.environ.get("JAX_COORDINATOR_ADDRESS"))
@@ -36,6 +50,8 @@ def parse_args(argv=None, *, description: str = "", add_arguments=None,
     bad = [r for r in rest if not r.startswith("--config.")]
     if bad:
         parser.error(f"unrecognized arguments: {bad}")
+    # Before anything compiles (loading a recipe or checkpoint may).
+    enable_compile_cache(None if args.no_compile_cache else args.compile_cache_dir)
 
     from r1jax.train.experiment import apply_overrides, load_config
     from r1jax.train.hf_start import start_from_hf
@@ -52,6 +68,34 @@ def parse_args(argv=None, *, description: str = "", add_arguments=None,
         raise SystemExit(f"{single_process} runs in a single process; drop --num_processes")
     setup_distributed(args)
     return args, cfg
+
+
+def add_compile_cache_flags(parser, default_dir: str | None = "") -> None:
+    """--compile_cache_dir and --no_compile_cache; default_dir "" means the shared default
+    ($JAX_COMPILATION_CACHE_DIR, else DEFAULT_COMPILE_CACHE_DIR), None means off unless given."""
+    if default_dir == "":
+        default_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR") or DEFAULT_COMPILE_CACHE_DIR
+    parser.add_argument("--compile_cache_dir", default=default_dir,
+                        help="persistent XLA compilation cache (default: %(default)s)")
+    parser.add_argument("--no_compile_cache", action="store_true",
+                        help="compile everything afresh; read and write no compilation cache")
+
+
+def enable_compile_cache(directory: str | None) -> None:
+    """Point jax's persistent compilation cache at `directory` (~ expanded), or turn it off
+    (None). Thresholds already set in the environment (the test suite's) are kept."""
+    import jax
+
+    if directory is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          COMPILE_CACHE_MIN_COMPILE_SECS)
+    if "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor
 
 
 def setup_distributed(args) -> None:

@@ -84,6 +84,12 @@ class ModelConfig:
     # masked softmax, lax.ragged_dot), the baseline of tests and benchmarks.
     # A static jit argument like the whole config, so the choice is part of the jit cache key.
     kernels: str = "xla"
+    # Run each run of same-structure layers (the first_k_dense dense ones, then the MoE ones) under
+    # one jax.lax.scan, so the program stops growing with depth (r1jax/models/layer_scan.py);
+    # False unrolls them in Python (the CPU sizes: XLA:CPU compiles a few unrolled tiny layers
+    # faster, see `tiny`). A run option, not in config.json. Params are stored per layer either
+    # way, and the two agree to float rounding (tests/models/test_layer_scan.py).
+    scan_layers: bool = True
 
     def __post_init__(self):
         if self.n_routed_experts % self.n_group:
@@ -107,6 +113,8 @@ class ModelConfig:
         if self.kernels.startswith("pallas") and self.dtype != "bfloat16":
             raise ValueError(f"kernels={self.kernels!r} runs bf16 kernels: set dtype='bfloat16' "
                              f"(got {self.dtype!r})")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers={self.scan_layers!r} must be True or False")
         if not 0 <= self.first_k_dense <= self.num_layers:
             raise ValueError(f"first_k_dense={self.first_k_dense} must lie in [0, num_layers={self.num_layers}]")
 
@@ -149,14 +157,17 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
 # ----------------------------------------------------------------------------- named sizes
 
 def tiny(**kw) -> ModelConfig:
-    """Runs in seconds on CPU: 1 dense + 2 MoE layers, 8 experts in 4 groups, YaRN on, MTP on."""
+    """Runs in seconds on CPU: 1 dense + 2 MoE layers, 8 experts in 4 groups, YaRN on, MTP on.
+
+    Layers unrolled (scan_layers=False): XLA:CPU compiles the unrolled train step of a few tiny
+    layers about twice as fast as the scanned one (BENCHMARKS.md, "Compile time")."""
     base = ModelConfig(
         vocab_size=256, hidden_size=64, num_layers=3, num_heads=4, q_lora_rank=32, kv_lora_rank=32,
         qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, intermediate_size=128,
         moe_intermediate_size=32, first_k_dense=1, n_routed_experts=8, n_shared_experts=1,
         num_experts_per_tok=2, n_group=4, topk_group=2, routed_scaling_factor=2.5,
         yarn=YarnConfig(factor=4.0, original_max_position_embeddings=64), max_position_embeddings=256,
-        init_std=0.02,
+        init_std=0.02, scan_layers=False,
     )
     return base.replace(**kw)
 

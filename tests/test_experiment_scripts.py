@@ -52,3 +52,50 @@ def test_bench_speculative_runs_on_a_random_model(capsys):
     table = capsys.readouterr().out
     assert "| greedy |" in table and "| T=0.6, top-p 0.95 |" in table
     assert "| yes |" in table and "| NO |" not in table
+
+
+@pytest.fixture
+def restored_compile_cache_config():
+    """The test process's own compilation cache settings (tests/conftest.py), put back after."""
+    import jax
+
+    names = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+             "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield jax.config
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+def test_compile_cache_is_on_by_default_and_the_flags_move_or_disable_it(
+        restored_compile_cache_config, monkeypatch, tmp_path):
+    jax_config = restored_compile_cache_config
+    args = ["--config", "configs/pretrain_tiny.py:runlocal", "--workdir", str(tmp_path / "w")]
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", raising=False)
+    jax_config.update("jax_enable_compilation_cache", False)
+
+    cli.parse_args(args)
+    assert jax_config.jax_enable_compilation_cache
+    assert jax_config.jax_compilation_cache_dir == os.path.expanduser(cli.DEFAULT_COMPILE_CACHE_DIR)
+    assert jax_config.jax_persistent_cache_min_compile_time_secs == cli.COMPILE_CACHE_MIN_COMPILE_SECS
+    assert jax_config.jax_persistent_cache_min_entry_size_bytes == -1
+
+    cli.parse_args([*args, "--compile_cache_dir", str(tmp_path / "cache")])
+    assert jax_config.jax_compilation_cache_dir == str(tmp_path / "cache")
+
+    cli.parse_args([*args, "--no_compile_cache"])
+    assert not jax_config.jax_enable_compilation_cache
+
+
+def test_compile_cache_defaults_to_the_environments_directory_and_thresholds(
+        restored_compile_cache_config, monkeypatch, tmp_path):
+    """The test suite's cache (tests/conftest.py) stays the one its script subprocesses use."""
+    jax_config = restored_compile_cache_config
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "suite_cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax_config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    cli.parse_args(["--config", "configs/pretrain_tiny.py:runlocal", "--workdir", str(tmp_path)])
+    assert jax_config.jax_compilation_cache_dir == str(tmp_path / "suite_cache")
+    assert jax_config.jax_persistent_cache_min_compile_time_secs == 0.0

@@ -41,7 +41,7 @@ _BY_CONFIG_TYPE = {ModelConfig: deepseek_v3, Qwen2Config: qwen2, LlamaConfig: ll
 # Model config fields that no config.json holds: how a run computes and initialises, not what the
 # checkpoint is. A run started from a checkpoint may set them; every other field is config.json's.
 RUN_OPTIONS = ("init_std", "precision", "dtype", "param_dtype", "kernels", "seq_aux_alpha",
-               "bias_update_speed")
+               "bias_update_speed", "scan_layers")
 
 
 def _architecture_of(hf_config: dict, path: str):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.config import ModelConfig
+from r1jax.models.layer_scan import run_layers, scan_this_call
 from r1jax.nn.attention import CausalMask
 from r1jax.nn.balance import update_routing_bias
 from r1jax.nn.mla import MLA
@@ -131,17 +132,19 @@ class DeepseekV3(nnx.Module):
         cos, sin = rope_cos_sin(cfg, positions)
 
         h = constrain(lookup_table(self.embed[...].astype(dt))[tokens], ACTIVATION_AXES)  # (B, T, D)
-        loads, balance, new_c, new_r = [], jnp.zeros((), jnp.float32), [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache["c_kv"][i], cache["k_rope"][i])
+
+        def apply(layer, h, layer_cache):
             h, aux, layer_cache = layer(h, cos, sin, mask, token_mask, layer_cache, index)
-            h = constrain(h, ACTIVATION_AXES)
-            if aux is not None:
+            return constrain(h, ACTIVATION_AXES), (aux, layer_cache)
+
+        layer_caches = None if cache is None else list(zip(cache["c_kv"], cache["k_rope"]))
+        h, outputs = run_layers(self.layers, apply, h, layer_caches,
+                                scan=scan_this_call(cfg.scan_layers, cache))
+        loads, balance = [], jnp.zeros((), jnp.float32)
+        for aux, _ in outputs:
+            if aux is not None:  # a MoE layer
                 loads.append(aux["expert_load"])
                 balance = balance + aux["balance_loss"]
-            if layer_cache is not None:
-                new_c.append(layer_cache[0])
-                new_r.append(layer_cache[1])
         h_main = self.final_norm(h)
         logits = self.head(h_main)  # (B, T, V) float32
 
@@ -149,7 +152,8 @@ class DeepseekV3(nnx.Module):
         aux = {"balance_loss": balance, "expert_load": jnp.stack(loads) if loads else no_load,
                "mtp_expert_load": no_load}  # (D, E) once MTP has run
         if cache is not None:
-            aux["cache"] = {"c_kv": tuple(new_c), "k_rope": tuple(new_r),
+            aux["cache"] = {"c_kv": tuple(c for _, (c, _) in outputs),
+                            "k_rope": tuple(r for _, (_, r) in outputs),
                             "key_valid": cache_valid, "index": index + t}
             aux["hidden"] = h_main  # (B, T, D): what the MTP module drafts from (`mtp_draft`)
         elif with_mtp and len(self.mtp):

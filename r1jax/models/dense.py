@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax.models.deepseek_v3 import attention_mask_for, output_logits
+from r1jax.models.layer_scan import run_layers, scan_this_call
 from r1jax.nn.linear import project, project_in
 from r1jax.nn.attention import masked_softmax
 from r1jax.nn.mlp import SwiGLU
@@ -62,6 +63,10 @@ class DenseConfig:
     dtype: str = "float32"  # compute dtype of activations; params are stored in param_dtype
     param_dtype: str = "float32"
     rope_scaling: Llama3RopeScaling | None = None  # None: unscaled RoPE
+    # Run the layers under jax.lax.scan (one compiled layer body; r1jax/models/layer_scan.py);
+    # False unrolls them in Python (the tiny CPU sizes, as config.tiny). Params are stored per
+    # layer either way.
+    scan_layers: bool = True
 
     def __post_init__(self):
         if type(self) is DenseConfig:  # the functional API and checkpoints dispatch on the family
@@ -73,6 +78,8 @@ class DenseConfig:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
         if self.precision not in ("bf16", "fp8_v3", "fp8_per_tensor"):
             raise ValueError(f"precision={self.precision!r}: choose bf16, fp8_v3 or fp8_per_tensor")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers={self.scan_layers!r} must be True or False")
         if self.rope_scaling is not None and not isinstance(self.rope_scaling, Llama3RopeScaling):
             raise ValueError(f"rope_scaling={self.rope_scaling!r}: give a Llama3RopeScaling or None")
 
@@ -183,21 +190,22 @@ class DenseDecoder(nnx.Module):
 
         table = lookup_table(self.embed[...].astype(jnp.dtype(cfg.dtype)))  # (V, D)
         h = constrain(table[tokens], ACTIVATION_AXES)  # (B, T, D)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache["k"][i], cache["v"][i])
+
+        def apply(layer, h, layer_cache):
             h, layer_cache = layer(h, cos, sin, mask, layer_cache, index)
-            h = constrain(h, ACTIVATION_AXES)
-            if layer_cache is not None:
-                new_k.append(layer_cache[0])
-                new_v.append(layer_cache[1])
+            return constrain(h, ACTIVATION_AXES), layer_cache
+
+        layer_caches = None if cache is None else list(zip(cache["k"], cache["v"]))
+        h, new_caches = run_layers(self.layers, apply, h, layer_caches,
+                                   scan=scan_this_call(cfg.scan_layers, cache))
         logits = self.head(self.final_norm(h))  # (B, T, V) float32
 
         no_experts = jnp.zeros((0, 0), jnp.float32)
         aux = {"balance_loss": jnp.zeros((), jnp.float32), "expert_load": no_experts,
                "mtp_expert_load": no_experts}
         if cache is not None:
-            aux["cache"] = {"k": tuple(new_k), "v": tuple(new_v), "key_valid": cache_valid,
+            aux["cache"] = {"k": tuple(k for k, _ in new_caches),
+                            "v": tuple(v for _, v in new_caches), "key_valid": cache_valid,
                             "index": index + t}
         return logits, aux
 

@@ -46,7 +46,8 @@ def tiny(**kw) -> LlamaConfig:
     base = LlamaConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                        head_dim=16, intermediate_size=128, rope_theta=10000.0,
                        max_position_embeddings=256, tie_word_embeddings=False,
-                       rope_scaling=Llama3RopeScaling(factor=2.0, original_max_position_embeddings=128))
+                       rope_scaling=Llama3RopeScaling(factor=2.0, original_max_position_embeddings=128),
+                       scan_layers=False)  # CPU size: unrolled compiles faster (config.tiny)
     return base.replace(**kw)
 
 

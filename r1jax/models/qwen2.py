@@ -59,7 +59,8 @@ def tiny(**kw) -> Qwen2Config:
     """Runs in seconds on CPU; vocab 512 shares the project tokenizer. GQA 4 heads / 2 kv heads."""
     base = Qwen2Config(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                        head_dim=16, intermediate_size=128, rope_theta=10000.0,
-                       max_position_embeddings=256, tie_word_embeddings=False)
+                       max_position_embeddings=256, tie_word_embeddings=False,
+                       scan_layers=False)  # CPU size: unrolled compiles faster (config.tiny)
     return base.replace(**kw)
 
 

@@ -25,7 +25,8 @@ def test_config_round_trip():
     for name in config.SIZES:
         cfg = config.get_model_config(name)
         back = from_hf_config(to_hf_config(cfg))
-        assert back == cfg.replace(init_std=back.init_std, dtype=back.dtype), name
+        assert back == cfg.replace(init_std=back.init_std, dtype=back.dtype,
+                                   scan_layers=back.scan_layers), name
 
 
 def test_unsupported_rope_type():

@@ -83,6 +83,7 @@ def test_save_checkpoint_round_trip_through_transformers(tmp_path):
     assert np.abs(np.asarray(ours) - ref).max() <= TOL
     # And back: load_checkpoint recovers every param, MTP module included.
     cfg2, params2 = hf.load_checkpoint(str(tmp_path))
-    assert cfg2 == cfg.replace(param_dtype="float32", init_std=cfg2.init_std)
+    assert cfg2 == cfg.replace(param_dtype="float32", init_std=cfg2.init_std,
+                               scan_layers=cfg2.scan_layers)  # run options
     diffs = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), params, params2)
     assert max(jax.tree.leaves(diffs)) == 0.0

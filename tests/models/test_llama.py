@@ -145,7 +145,7 @@ def test_save_checkpoint_round_trip_through_transformers(tied, tmp_path):
                  - hf_logits(model, tokens, positions=positions)).max()
     assert err <= TOL, f"round trip: max |logit diff| {err:.2e} > {TOL}"
     cfg2, params2 = hf.load_checkpoint(str(tmp_path))
-    assert cfg2 == cfg.replace(init_std=cfg2.init_std)
+    assert cfg2 == cfg.replace(init_std=cfg2.init_std, scan_layers=cfg2.scan_layers)  # run options
     diffs = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), params, params2)
     assert max(jax.tree.leaves(diffs)) == 0.0
 
@@ -235,7 +235,7 @@ def test_released_config_json_reads_as_the_named_size():
     assert from_hf_config(RELEASED_LLAMA_3_1_8B) == llama.llama3_1_8b()
     for name in llama.SIZES:
         cfg = llama.get_llama_config(name)
-        assert from_hf_config(to_hf_config(cfg)) == cfg, name
+        assert from_hf_config(to_hf_config(cfg), scan_layers=cfg.scan_layers) == cfg, name
 
 
 @pytest.mark.parametrize("changes, match", [

@@ -116,7 +116,7 @@ def test_save_checkpoint_round_trip_through_transformers(tied, tmp_path):
     err = np.abs(ours(cfg, params, tokens) - hf_logits(model, tokens)).max()
     assert err <= TOL, f"round trip: max |logit diff| {err:.2e} > {TOL}"
     cfg2, params2 = hf.load_checkpoint(str(tmp_path))
-    assert cfg2 == cfg.replace(init_std=cfg2.init_std)
+    assert cfg2 == cfg.replace(init_std=cfg2.init_std, scan_layers=cfg2.scan_layers)  # run options
     diffs = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), params, params2)
     assert max(jax.tree.leaves(diffs)) == 0.0
 

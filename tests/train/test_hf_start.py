@@ -42,7 +42,7 @@ def test_the_run_takes_model_params_and_tokenizer_from_the_directory(qwen2_dir):
     # Shapes from config.json (2 layers, 16 rows past the tokenizer's), run options kept.
     rows = load_tokenizer(qwen2_dir).vocab_size + 16
     assert (cfg.model.num_layers, cfg.model.vocab_size, cfg.model.param_dtype) == (2, rows, "bfloat16")
-    assert cfg.model == hf.read_model_config(qwen2_dir, param_dtype="bfloat16")
+    assert cfg.model == hf.read_model_config(qwen2_dir, param_dtype="bfloat16", scan_layers=False)
     assert cfg.train.init_from == qwen2_dir and cfg.data.tokenizer_path == qwen2_dir
     assert start_from_hf(cfg) == cfg  # library entry points resolve again: nothing changes
     assert start_from_hf(recipe) is recipe  # no checkpoint named: untouched
@@ -140,8 +140,8 @@ def test_a_deepseek_v3_checkpoint_gives_the_model_load_checkpoint_gives(tmp_path
     cfg = start_from_hf(ExperimentConfig(hf_checkpoint=str(tmp_path)))
     with pytest.warns(UserWarning, match="declares 1 MTP modules but the checkpoint holds 0"):
         loaded, _ = hf.load_checkpoint(str(tmp_path))
-    # init_std is a run option: the config's (tiny's) is kept.
-    assert cfg.model == loaded.replace(init_std=tiny().init_std)
+    # init_std and scan_layers are run options: the config's (tiny's) are kept.
+    assert cfg.model == loaded.replace(init_std=tiny().init_std, scan_layers=tiny().scan_layers)
     assert loaded.num_mtp_modules == 0 and loaded.n_routed_experts == 8
 
 
