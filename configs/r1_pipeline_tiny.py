@@ -62,9 +62,9 @@ class TaskSetup:
 
 TASKS = {
     "arithmetic": TaskSetup("arithmetic", (("max_digits", 2),), max_new_tokens=48, seq_len=128),
-    # 30% of the worked solutions check themselves (r1jax/data/tasks/arithmetic.py): a check
-    # catches the corpus' planted slips, at twice the length.
-    "checked": TaskSetup("arithmetic", (("max_digits", 2), ("check_rate", 0.3)), max_new_tokens=64,
+    # Solutions guess the sum at a glance; 30% then check it by working the columns out
+    # (r1jax/data/tasks/arithmetic.py): short and often wrong, or longer and right.
+    "checked": TaskSetup("arithmetic", (("max_digits", 2), ("check_rate", 0.6)), max_new_tokens=64,
                          seq_len=128),
     # Numbers 1-9; the worked solutions miss up to 6 times before their hit, each further miss
     # with probability 1/2: long searches are rare in the corpus, and so is the pretrained

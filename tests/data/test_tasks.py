@@ -94,25 +94,26 @@ def test_countdown_revision_is_a_rejected_attempt_followed_by_another():
         assert countdown.revises(f"<think> {e['reasoning']} </think>") == (" no;" in e["reasoning"])
 
 
-def test_a_checked_trace_recomputes_its_steps_and_answers_right():
+def test_a_checked_trace_guesses_then_works_the_steps_out():
     for i in range(200):
-        plain = tasks.generate("arithmetic", 0, i, max_digits=2, noisy=i % 2 == 0)
-        e = tasks.generate("arithmetic", 0, i, max_digits=2, check_rate=0.5, noisy=i % 2 == 0)
+        noisy = i % 2 == 0
+        plain = tasks.generate("arithmetic", 0, i, max_digits=2, noisy=noisy)
+        e = tasks.generate("arithmetic", 0, i, max_digits=2, check_rate=0.5, noisy=noisy)
         assert e["prompt"] == plain["prompt"]  # the knob changes traces only
-        if " check " not in e["reasoning"]:
-            assert e == plain  # an unchecked trace is exactly the one without the knob
+        guess = f"guess {plain['answer']}"  # the plain trace's answer, slipped when noisy
+        if e["reasoning"] == guess:  # unchecked: the guess is the answer
+            assert e["answer"] == plain["answer"] and e["noisy"] == plain["noisy"]
+            assert not arithmetic.revises(f"<think> {e['reasoning']} </think>")
             continue
-        first, checked = e["reasoning"][: -len(" ok")].split(" check ") if e["reasoning"].endswith(
-            " ok") else e["reasoning"][: -len(" no")].split(" check ")
-        assert first == plain["reasoning"]
-        assert checked == arithmetic.addition_trace(e["a"], e["b"])[0]  # no slip in the check
+        verdict = "no" if plain["noisy"] else "ok"
+        steps = arithmetic.addition_trace(e["a"], e["b"])[0]  # no slip in the check
+        assert e["reasoning"] == f"{guess} check {steps} {verdict}"
         assert e["answer"] == str(e["a"] + e["b"]) and not e["noisy"]
-        assert e["reasoning"].endswith(" no" if plain["noisy"] else " ok")
         assert arithmetic.revises(f"<think> {e['reasoning']} </think> <answer> 1 </answer>")
-    checked = [" check " in tasks.generate("arithmetic", 0, i, max_digits=2, check_rate=0.3)["reasoning"]
+    checked = ["check" in tasks.generate("arithmetic", 0, i, max_digits=2, check_rate=0.3)["reasoning"]
                for i in range(1000)]
     assert 0.25 <= np.mean(checked) <= 0.35
-    assert not arithmetic.revises("<think> 2+9+0=11 </think> <answer> check </answer>")
+    assert not arithmetic.revises("<think> guess 11 </think> <answer> check </answer>")
     with pytest.raises(ValueError, match="check_rate=1.5"):
         tasks.generate("arithmetic", 0, 0, check_rate=1.5)
 

@@ -15,13 +15,16 @@ The second operand has at most `max_mul_digits` (default 2) digits to keep trace
 through, so the answer is wrong but consistent with the trace: pretraining on a mix of clean and
 noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFERENCE §5.2).
 
-`check_rate` > 0 makes that fraction of the traces check themselves: after the steps comes
-"check", every step computed again (without a slip), and "ok" when the answers agree or "no"
-when they do not, the answer then being the recomputed one:
-    reasoning "2+9+1=12 8+7+1=16 4+0+1=5 check 2+9+0=11 8+7+1=16 4+0+1=5 no"   answer "561"
-So a trace is short and sometimes wrong, or longer and right: a policy that learns to check
-raises its accuracy and its response length together (R1-Zero's self-verification in
-miniature), and `revises` counts the responses that check.
+`check_rate` > 0 changes the traces to a guess and, in that fraction of them, a check: the
+reasoning states the answer at a glance ("guess", the slipped sum when noisy), then "check",
+every step worked out, and "ok" when the worked answer agrees or "no" when it does not, the
+answer then being the worked one:
+    reasoning "guess 551 check 2+9+0=11 8+7+1=16 4+0+1=5 no"   answer "561"
+    reasoning "guess 551"                                        answer "551"
+A tiny model cannot add at a glance, so a trace is short and often wrong, or longer and
+checked: a policy that learns to check raises its accuracy and its response length together
+(R1-Zero's growth of reasoning and self-verification, in miniature); `revises` counts the
+responses that check.
 """
 
 import random
@@ -31,7 +34,7 @@ from r1jax.data.tasks import splits
 from r1jax.data.tasks.answers import check_gold_answer, judged_text, verify_gold_answer
 
 TASK = "arithmetic"
-CHECK, CHECK_AGREES, CHECK_DISAGREES = "check", "ok", "no"
+GUESS, CHECK, CHECK_AGREES, CHECK_DISAGREES = "guess", "check", "ok", "no"
 
 
 def _operand(rng: random.Random, min_digits: int, max_digits: int) -> int:
@@ -120,10 +123,12 @@ def generate(
     slip = rng.randrange(places) if noisy else None
     reasoning, answer = trace(a, b, slip)
     # Drawn only when asked for, so that check_rate=0 leaves every stream as it was.
-    if check_rate and rng.random() < check_rate:
-        checked, correct = trace(a, b)  # the check recomputes every step, without the slip
-        verdict = CHECK_AGREES if correct == answer else CHECK_DISAGREES
-        reasoning, answer = f"{reasoning} {CHECK} {checked} {verdict}", correct
+    if check_rate:
+        reasoning = f"{GUESS} {answer}"  # the answer at a glance (the slipped one when noisy)
+        if rng.random() < check_rate:
+            steps, correct = trace(a, b)  # the check works every step out, without a slip
+            verdict = CHECK_AGREES if correct == answer else CHECK_DISAGREES
+            reasoning, answer = f"{reasoning} {CHECK} {steps} {verdict}", correct
     return {
         "task": TASK,
         "prompt": f"Compute {a}{op}{b}.",
