@@ -67,15 +67,20 @@ def operation_sites(hlo: str) -> dict[str, str]:
               for k, f in ((k, fields(v)) for k, v in t["StackFrames"].items())}
 
     def site(frame: int) -> str:
-        seen = set()
+        """The innermost r1jax frame outside HELPERS; else the innermost helper frame (a
+        projection whose caller the trace did not keep); else the innermost file (optax...)."""
+        seen, fallbacks = set(), []
         while frame in frames and frame not in seen:
             seen.add(frame)
             location, parent = frames[frame]
             path, function = locations[location]
+            name = f"{function.split('.')[-1]}"
             if "/r1jax/" in path and not path.endswith(HELPERS):
-                return f"{path.split('/r1jax/', 1)[1]} {function.split('.')[-1]}"
+                return f"{path.split('/r1jax/', 1)[1]} {name}"
+            fallbacks.append((0 if "/r1jax/" in path else 1,
+                              f"{'/'.join(path.split('/')[-2:])} {name}"))
             frame = parent
-        return "other"
+        return min(fallbacks, key=lambda f: f[0])[1] if fallbacks else "unknown"
 
     sites = {}
     for line in hlo.splitlines():

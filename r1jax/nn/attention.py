@@ -17,9 +17,9 @@ probabilities and forms dS = P * (dP - rowsum(dO * O)) in one pass, as flash att
 instead of differentiating the masked softmax's several elementwise passes. Measured (jax 0.11.2,
 2 shared CPU cores, float32, B=8 T=256 H=4 Dk=192 Dv=128, forward + backward, median of 11
 interleaved runs): 92 ms against 170 ms for the dense masked softmax (L=64: 142 ms, L=32: 133 ms).
-Small heads favour smaller blocks (`block_for`): at the small model's Dk=48, Dv=32 (H=8, one core,
-CPU time, medians of 15 interleaved runs) L=32/64/128 take 51/44/53 ms, while at Dk=192, Dv=128
-(H=4) they take 70/58/46 ms.
+Small heads favour smaller blocks (`block_for`): at the small model's Dk=48, Dv=32 (H=8) L=64 is
+the fastest of 32/64/128, while at Dk=192, Dv=128 (H=4) L=128 is (one core, CPU time of forward +
+backward, medians of 15 interleaved runs).
 
 Queries that see no key (a left-padded row's pad tokens) give zeros, as `masked_softmax` does.
 
