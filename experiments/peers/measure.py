@@ -1,7 +1,7 @@
 """One thread setting of experiments/bench_peers.py: prints the rows as one JSON line.
 
-The thread environment (XLA_FLAGS, OMP_NUM_THREADS) is set by the parent before this process
-starts; torch's pools are set here, before any work.
+The thread environment (the one-core affinity, OMP_NUM_THREADS) is set by the parent before
+this process starts; torch's pools are set here, before any work.
 """
 
 from __future__ import annotations
@@ -98,17 +98,20 @@ def generation(cfg, shapes: Shapes, repeats: int) -> dict:
             "same_tokens": bool(same)}
 
 
-def hf_rows(shapes: Shapes, repeats: int) -> list[tuple[str, str, object]]:
-    """(work, peer, measure) of every HF transformers row."""
+def hf_rows(shapes: Shapes, repeats: int, work: list[str]) -> list[tuple[str, str, object]]:
+    """(work, peer, measure) of the HF transformers rows of the kinds in `work`."""
     s = shapes
-    return [
+    train = [
         (f"DeepSeek-V3 small train step {s.train_batch}x{s.train_seq}", "HF transformers",
          lambda: train_step(deepseek_small(), shapes, repeats)),
+    ]
+    generate = [
         (f"DeepSeek-V3 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
          "HF transformers", lambda: generation(deepseek_small(), shapes, repeats)),
         (f"Qwen2 small greedy generation {s.gen_rows} x ({s.gen_prompt} + {s.gen_new})",
          "HF transformers", lambda: generation(qwen2_small(), shapes, repeats)),
     ]
+    return ((train if "train" in work else []) + (generate if "generation" in work else []))
 
 
 def main():
@@ -117,15 +120,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--peers", default="hf,tunix")
+    parser.add_argument("--work", default="train,generation,tunix")
     args = parser.parse_args()
     if args.threads == "1":
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
     shapes = QUICK if args.quick else Shapes()
-    peers = args.peers.split(",")
-    work = hf_rows(shapes, args.repeats) if "hf" in peers else []
+    peers, kinds = args.peers.split(","), args.work.split(",")
+    work = hf_rows(shapes, args.repeats, kinds) if "hf" in peers else []
     not_run = []
-    if "tunix" in peers:
+    if "tunix" in peers and "tunix" in kinds:
         if importlib.util.find_spec("tunix") is None:
             not_run = [{"work": name, "threads": args.threads, "skipped": True,
                         "peer": "Tunix (google-tunix not installed)"}

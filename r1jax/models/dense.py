@@ -28,7 +28,7 @@ from flax import nnx
 from r1jax.models.deepseek_v3 import attention_mask_for, output_logits
 from r1jax.models.layer_scan import run_layers, scan_this_call
 from r1jax.nn.linear import project, project_in
-from r1jax.nn.attention import masked_softmax
+from r1jax.nn.attention import CausalMask, causal_attention, masked_softmax
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import merge_params, normal_param, variable_axes, variable_roles, zeros_param
@@ -112,9 +112,12 @@ class GQAttention(nnx.Module):
         return y + getattr(self, f"{name}_bias")[...].astype(x.dtype) if self.cfg.qkv_bias else y
 
     def __call__(self, x, cos, sin, mask, cache_layer=None, cache_index=None):
-        """x (B, T, D); cos/sin (B, T, Dh/2); mask (B, T, S) True where key s is visible.
+        """x (B, T, D); cos/sin (B, T, Dh/2); mask (B, T, S) True where key s is visible, or
+        without a cache a `CausalMask` (key_valid, segment_ids) that describes it.
 
-        With `cache_layer` = (k (B, S, K, Dh), v (B, S, K, Dh)) the new keys/values are written
+        Without a cache (training, prefill) attention runs in query blocks with a recomputing
+        backward, as DeepSeek-V3's does (r1jax/nn/attention.py): no (B, H, T, S) scores. With
+        `cache_layer` = (k (B, S, K, Dh), v (B, S, K, Dh)) the new keys/values are written
         at `cache_index` and attention runs over the whole cache. Returns (out (B, T, D),
         updated cache_layer or None).
         """
@@ -134,6 +137,11 @@ class GQAttention(nnx.Module):
             new_cache = (cache_k, cache_v)
             k, v = cache_k.astype(dt), cache_v.astype(dt)  # (B, S, K, Dh)
         groups = cfg.num_heads // cfg.num_kv_heads
+        if isinstance(mask, CausalMask):
+            # Query head h = k * G + g reads kv head k: repeat each kv head G times in place.
+            k, v = (jnp.repeat(a, groups, axis=2) for a in (k, v))  # (B, T, H, Dh) each
+            o = causal_attention(q, k, v, mask, softmax_scale=cfg.head_dim**-0.5)  # (B, T, H, Dh)
+            return project_in(o.astype(dt), self.o[...], cfg.precision, 2), new_cache  # (B, T, D)
         q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)  # (B, T, K, G, Dh)
         scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * cfg.head_dim**-0.5  # (B, K, G, T, S)
         probs = masked_softmax(scores, mask[:, None, None]).astype(dt)
@@ -185,7 +193,9 @@ class DenseDecoder(nnx.Module):
         if positions is None:
             first = 0 if index is None else index
             positions = jnp.broadcast_to(first + jnp.arange(t), (b, t))
-        mask = attention_mask_for(token_mask, segment_ids, cache_valid, index, t)  # (B, T, S)
+        # Without a cache the visibility stays structured (no (B, T, S) array): r1jax/nn/attention.py.
+        mask = (CausalMask(token_mask, segment_ids) if cache is None
+                else attention_mask_for(token_mask, segment_ids, cache_valid, index, t))  # (B, T, S)
         cos, sin = plain_rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
 
         table = lookup_table(self.embed[...].astype(jnp.dtype(cfg.dtype)))  # (V, D)

@@ -35,6 +35,7 @@ from flax import nnx
 from r1jax.config import ModelConfig
 from r1jax.nn import kernels
 from r1jax.nn.attention import CausalMask, causal_attention, masked_softmax
+from r1jax.nn.fp8_quant import QuantizedArray
 from r1jax.nn.linear import project, project_in
 from r1jax.nn.norms import RMSNorm
 from r1jax.nn.params import normal_param
@@ -58,23 +59,44 @@ class MLA(nnx.Module):
         self.kv_b = normal_param(rngs, (c, h, n + v), ("kv_lora", "heads", None), std, pd)
         self.o = normal_param(rngs, (h, v, d), ("heads", None, "embed"), std, pd)
 
-    def queries(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
-        """(q_nope (B, T, H, N), q_rope (B, T, H, R) rotated)."""
+    def down_projections(self, x: jax.Array) -> tuple[jax.Array | None, jax.Array]:
+        """(q_a(x) (B, T, Q) or None without a q_lora_rank, kv_a(x) (B, T, C+R)).
+
+        Both read the same x: as float weights under the "bf16" recipe they run as one GEMM
+        against [q_a | kv_a] (D, Q+C+R), so x streams through the matmul once forward and its
+        two backward GEMMs are one each (dx one (B*T, Q+C+R) x (Q+C+R, D) product, not two summed).
+        FP8 recipes and FP8-kept weights project separately (each weight has its own scales).
+        """
+        cfg = self.cfg
+        w_kv = self.kv_a.get_value()  # (D, C+R)
+        if cfg.q_lora_rank is None:
+            return None, project(x, w_kv, cfg.precision, cfg.kernels)
+        w_q = self.q_a.get_value()  # (D, Q)
+        if cfg.precision != "bf16" or isinstance(w_q, QuantizedArray) or isinstance(w_kv, QuantizedArray):
+            return (project(x, w_q, cfg.precision, cfg.kernels),
+                    project(x, w_kv, cfg.precision, cfg.kernels))
+        both = project(x, jnp.concatenate([w_q, w_kv.astype(w_q.dtype)], axis=1), cfg.precision,
+                       cfg.kernels)  # (B, T, Q+C+R)
+        return both[..., :cfg.q_lora_rank], both[..., cfg.q_lora_rank:]
+
+    def queries(self, x: jax.Array, q_down: jax.Array | None, cos: jax.Array, sin: jax.Array):
+        """(q_nope (B, T, H, N), q_rope (B, T, H, R) rotated) from x (B, T, D) and, with a
+        q_lora_rank, its down-projection q_down (B, T, Q)."""
         cfg, r = self.cfg, self.cfg.precision
         if cfg.q_lora_rank is None:
             q = project(x, self.q_proj.get_value(), r, cfg.kernels)  # (B, T, H, N+R) or (B, T, H*(N+R))
         else:
-            c_q = self.q_norm(project(x, self.q_a.get_value(), r, cfg.kernels))  # (B, T, Q)
+            c_q = self.q_norm(q_down)  # (B, T, Q)
             q = project(c_q, self.q_b.get_value(), r, cfg.kernels)  # (B, T, H, N+R) or (B, T, H*(N+R))
         # An FP8-kept weight is a flat (K, H*(N+R)) matrix (r1jax/nn/linear.py): restore the heads.
         q = q.reshape(*x.shape[:-1], cfg.num_heads, cfg.qk_head_dim)  # (B, T, H, N+R)
         q_nope, q_rope = jnp.split(q, [cfg.qk_nope_head_dim], axis=-1)
         return q_nope, apply_rope(q_rope, cos, sin, interleave=cfg.rope_interleave)
 
-    def latents(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
-        """(c_kv (B, T, C) normalised, k_rope (B, T, R) rotated): what the cache stores."""
+    def latents(self, kv: jax.Array, cos: jax.Array, sin: jax.Array):
+        """(c_kv (B, T, C) normalised, k_rope (B, T, R) rotated) from kv_a(x) (B, T, C+R): what
+        the cache stores."""
         cfg = self.cfg
-        kv = project(x, self.kv_a.get_value(), cfg.precision, cfg.kernels)  # (B, T, C+R)
         c_kv, k_rope = jnp.split(kv, [cfg.kv_lora_rank], axis=-1)
         # RMSNorm on the latent only; the rope key is not normalised [V3 §1.2 code mapping].
         return self.kv_norm(c_kv), apply_rope(k_rope, cos, sin, interleave=cfg.rope_interleave)
@@ -90,8 +112,9 @@ class MLA(nnx.Module):
         cfg, dt = self.cfg, x.dtype
         n = cfg.qk_nope_head_dim
         choice = kernels.kernel_choice(cfg.kernels)
-        q_nope, q_rope = self.queries(x, cos, sin)
-        c_kv, k_rope = self.latents(x, cos, sin)
+        q_down, kv_down = self.down_projections(x)  # (B, T, Q) or None, (B, T, C+R)
+        q_nope, q_rope = self.queries(x, q_down, cos, sin)
+        c_kv, k_rope = self.latents(kv_down, cos, sin)
         # kv_b is always a float array (never kept in FP8): the absorbed path splits it per head.
         w_kv = self.kv_b[...].astype(dt)  # (C, H, N+V)
         w_uk, w_uv = w_kv[..., :n], w_kv[..., n:]

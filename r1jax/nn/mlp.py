@@ -1,8 +1,12 @@
-"""SwiGLU feed-forward: down(silu(x gate) * (x up)). Used for dense layers and shared experts."""
+"""SwiGLU feed-forward: down(silu(x gate) * (x up)). Used for dense layers and shared experts.
+
+Axis glossary: D model dim, F hidden (intermediate) dim."""
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
+from r1jax.nn.fp8_quant import QuantizedArray
 from r1jax.nn.linear import project
 from r1jax.nn.params import normal_param
 
@@ -18,6 +22,10 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         r, k = self.precision, self.kernels
-        g = project(x, self.gate.get_value(), r, k)  # (..., F)
-        u = project(x, self.up.get_value(), r, k)  # (..., F)
+        w_gate, w_up = self.gate.get_value(), self.up.get_value()  # (D, F) each
+        if r == "bf16" and not any(isinstance(w, QuantizedArray) for w in (w_gate, w_up)):
+            # Both read x: one GEMM against [gate | up] (D, 2F), one dX GEMM in the backward.
+            g, u = jnp.split(project(x, jnp.concatenate([w_gate, w_up], axis=1), r, k), 2, axis=-1)
+        else:  # FP8 recipes and FP8-kept weights: each weight has its own scales
+            g, u = project(x, w_gate, r, k), project(x, w_up, r, k)  # (..., F) each
         return project(jax.nn.silu(g) * u, self.down.get_value(), r, k)  # (..., D)

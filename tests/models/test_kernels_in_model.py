@@ -138,8 +138,8 @@ def test_forward_logits_match_xla(params, interpreter, kernel_calls):
     want = jax.jit(logits(XLA_CFG))(params, tokens, mask)
     assert not kernel_calls
     got = jax.jit(logits(INTERPRET_CFG))(params, tokens, mask)
-    # One attention kernel per layer, three grouped GEMMs in the MoE layer.
-    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
+    # One attention kernel per layer; two grouped GEMMs in the MoE layer ([gate | up], down).
+    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 2}
     assert got.shape == want.shape == (b, t, XLA_CFG.vocab_size)
     assert rel_err(got, want) <= BF16_TOL
 
@@ -152,10 +152,10 @@ def test_kernel_choice_is_part_of_the_jit_cache_key(params, interpreter, kernel_
     want = forward(XLA_CFG, params, tokens)[0]
     assert not kernel_calls
     got = forward(INTERPRET_CFG, params, tokens)[0]  # a new cache entry: traced with the kernels
-    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
+    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 2}
     assert rel_err(got, want) <= BF16_TOL
     again = forward(XLA_CFG, params, tokens)[0]  # the XLA entry, from the cache: no kernel
-    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 3}
+    assert kernel_calls == {"causal_attention": 2, "grouped_matmul": 2}
     np.testing.assert_array_equal(np.asarray(again), np.asarray(want))
 
 
@@ -202,8 +202,8 @@ def test_prefill_and_decode_match_xla(params, interpreter, kernel_calls):
     want = generate(XLA_CFG)
     assert not kernel_calls
     got = generate(INTERPRET_CFG)
-    # Two traces (prefill, then T = 1 steps), each: mla_decode per layer + three grouped GEMMs.
-    assert kernel_calls == {"latent_attention": 2 * 2, "grouped_matmul": 2 * 3}
+    # Two traces (prefill, then T = 1 steps), each: mla_decode per layer + two grouped GEMMs.
+    assert kernel_calls == {"latent_attention": 2 * 2, "grouped_matmul": 2 * 2}
     assert got.shape == want.shape == (b, prefill + steps, XLA_CFG.vocab_size)
     for i in range(prefill - 1, prefill + steps):  # the last prefill position, then each step
         assert rel_err(got[:, i], want[:, i]) <= BF16_TOL, i
@@ -259,7 +259,8 @@ def test_moe_gradients_match_xla(interpreter, kernel_calls):
     want_loss, want = loss(kernels.kernel_choice("xla"))(x, weights, gate, up, down)
     assert not kernel_calls
     got_loss, got = loss(kernels.kernel_choice("pallas_interpret"))(x, weights, gate, up, down)
-    assert kernel_calls == {"grouped_matmul": 3}  # the backward runs the kernel's custom_vjp
+    # [gate | up] and down; the backward runs the kernel's custom_vjp
+    assert kernel_calls == {"grouped_matmul": 2}
     assert abs(float(got_loss) - float(want_loss)) <= BF16_TOL * abs(float(want_loss))
     for name, g, w in zip(["x", "weights", "gate", "up", "down"], got, want):
         assert g.shape == w.shape, name
@@ -278,7 +279,8 @@ def test_model_lowers_for_hopper_with_compiled_kernels(params, monkeypatch):
         return models.forward(PALLAS_CFG, p, tok)[0].astype(jnp.float32).mean()
 
     # Distinct kernels (equal shapes share one lowered function): attention forward, dQ and
-    # dK/dV; the grouped GEMM forward, dgrad and dW for the (D -> F) and (F -> D) shapes.
+    # dK/dV; the grouped GEMM forward, dgrad and dW for the (D -> 2F: gate and up) and (F -> D)
+    # shapes.
     assert mosaic_calls(lower_for_cuda(jax.grad(loss), params, tokens)) == 3 + 2 * 3
     decode = lambda p, tok, c: models.forward(PALLAS_CFG, p, tok, cache=c)[0]
     # mla_decode and the two grouped GEMM shapes.
