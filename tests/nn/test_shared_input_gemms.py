@@ -74,7 +74,10 @@ def assert_same_values_and_gradients(got_fn, want_fn, args, names):
 
 def test_swiglu_with_one_gate_up_gemm_equals_separate_projections():
     d, f = 16, 24
-    new_swiglu = lambda: SwiGLU(d, f, std=0.3, param_dtype=jnp.float32, rngs=nnx.Rngs(1))  # noqa: E731
+
+    def new_swiglu():
+        return SwiGLU(d, f, std=0.3, param_dtype=jnp.float32, rngs=nnx.Rngs(1))
+
     params = nnx.to_pure_dict(nnx.state(new_swiglu()))
     assert set(params) == {"gate", "up", "down"}
     x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 7, d)), jnp.float32)
