@@ -64,7 +64,8 @@ class MLA(nnx.Module):
 
         Both read the same x: as float weights under the "bf16" recipe they run as one GEMM
         against [q_a | kv_a] (D, Q+C+R), so x streams through the matmul once forward and its
-        two backward GEMMs are one each (dx one (B*T, Q+C+R) x (Q+C+R, D) product, not two summed).
+        two backward GEMMs are one each (dx: one (B*T, Q+C+R) x (Q+C+R, D) product, not two
+        summed).
         FP8 recipes and FP8-kept weights project separately (each weight has its own scales).
         """
         cfg = self.cfg
@@ -72,7 +73,7 @@ class MLA(nnx.Module):
         if cfg.q_lora_rank is None:
             return None, project(x, w_kv, cfg.precision, cfg.kernels)
         w_q = self.q_a.get_value()  # (D, Q)
-        if cfg.precision != "bf16" or isinstance(w_q, QuantizedArray) or isinstance(w_kv, QuantizedArray):
+        if cfg.precision != "bf16" or any(isinstance(w, QuantizedArray) for w in (w_q, w_kv)):
             return (project(x, w_q, cfg.precision, cfg.kernels),
                     project(x, w_kv, cfg.precision, cfg.kernels))
         both = project(x, jnp.concatenate([w_q, w_kv.astype(w_q.dtype)], axis=1), cfg.precision,

@@ -58,6 +58,7 @@ from r1jax.nn import kernels
 from r1jax.nn.fp8_quant import QuantizedArray, check_recipe
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
 from r1jax.nn.kernels import KernelChoice
+from r1jax.nn.partitioning import may_split
 
 EXPERT_AXIS = "expert"
 TENSOR_AXIS = "tensor"
@@ -77,11 +78,12 @@ def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Ar
             return kernels.ragged_dot(lhs, rhs, group_sizes, choice=choice)
         return fp8_ragged_dot(lhs, rhs, group_sizes, precision, choice=choice)
 
-    if precision == "bf16":
+    if precision == "bf16" and not may_split("mlp"):
         # gate and up read the same rows: one grouped GEMM against [gate | up] (G, D, 2F) gathers
         # and tiles the rows once and runs one dX GEMM in the backward instead of two summed.
-        h, u = jnp.split(matmul(rows, jnp.concatenate([gate, up], axis=-1)), 2, axis=-1)  # (M, F) x2
-    else:  # FP8: each weight keeps its own block scales
+        gate_up = jnp.concatenate([gate, up], axis=-1)  # (G, D, 2F)
+        h, u = jnp.split(matmul(rows, gate_up), 2, axis=-1)  # (M, F) each
+    else:  # FP8 (each weight keeps its own block scales), or F split over devices
         h, u = matmul(rows, gate), matmul(rows, up)  # (M, F) each
     return matmul(jax.nn.silu(h) * u, down)  # (M, D)
 

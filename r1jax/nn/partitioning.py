@@ -83,6 +83,18 @@ def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
+def may_split(logical: str) -> bool:
+    """Whether the ambient mesh may split dims named `logical`: a mesh axis of its rule has size
+    > 1. Code that concatenates weights along such a dim (one GEMM for two weights) keeps them
+    apart instead: a concatenation along a split dim moves shards between devices."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return False
+    rule = LOGICAL_AXIS_RULES[logical]
+    names = () if rule is None else (rule,) if isinstance(rule, str) else rule
+    return any(dict(mesh.shape).get(a, 1) > 1 for a in names)
+
+
 def lookup_table(table: jax.Array) -> jax.Array:
     """An embedding table (V, D) ready for `table[tokens]`: gathered over the vocab's mesh axes,
     only D left split (FSDP). XLA's SPMD partitioner (jax 0.11.2) aborts ("Check failed:

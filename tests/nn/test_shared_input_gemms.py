@@ -20,6 +20,7 @@ from r1jax.nn.linear import project
 from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe_dispatch import grouped_swiglu
+from r1jax.nn.partitioning import may_split
 from r1jax.nn.params import merge_params
 from tests import numerics
 
@@ -73,7 +74,10 @@ def assert_same_values_and_gradients(got_fn, want_fn, args, names):
 
 def test_swiglu_with_one_gate_up_gemm_equals_separate_projections():
     d, f = 16, 24
-    new_swiglu = lambda: SwiGLU(d, f, std=0.3, param_dtype=jnp.float32, rngs=nnx.Rngs(1))  # noqa: E731
+
+    def new_swiglu():
+        return SwiGLU(d, f, std=0.3, param_dtype=jnp.float32, rngs=nnx.Rngs(1))
+
     params = nnx.to_pure_dict(nnx.state(new_swiglu()))
     assert set(params) == {"gate", "up", "down"}
     x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 7, d)), jnp.float32)
@@ -106,3 +110,22 @@ def test_grouped_swiglu_with_one_gate_up_gemm_equals_separate_grouped_gemms():
 
     assert_same_values_and_gradients(fused, separate, (rows, gate, up, down),
                                      ("rows", "gate", "up", "down"))
+
+
+def test_gate_and_up_stay_apart_where_the_mesh_splits_their_columns(monkeypatch):
+    """Concatenating weights along a dim split over devices would move shards between them: with
+    a `tensor` axis (which splits F) SwiGLU keeps two GEMMs, and computes the same."""
+    assert not may_split("mlp")  # no mesh: one GEMM
+    d, f = 16, 24
+    mlp = SwiGLU(d, f, std=0.3, param_dtype=jnp.float32, rngs=nnx.Rngs(1))
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, d)), jnp.float32)
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((2, 1), ("tensor", "fsdp"))):
+        assert may_split("mlp") and not may_split("embed")
+        traced = str(jax.make_jaxpr(mlp)(x))  # an abstract mesh traces, runs nothing
+    assert "concatenate" not in traced and traced.count("dot_general") == 3
+    # The same branch run here (no devices to split over): the separate GEMMs' values.
+    monkeypatch.setattr("r1jax.nn.mlp.may_split", lambda logical: True)
+    with jax.default_matmul_precision("highest"):
+        got = mlp(x)
+        want = (jax.nn.silu(x @ mlp.gate[...]) * (x @ mlp.up[...])) @ mlp.down[...]
+    numerics.assert_close(got, want, "SwiGLU", TOL)
