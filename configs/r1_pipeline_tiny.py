@@ -19,6 +19,16 @@ Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py
           --config.base.hf_checkpoint=DIR --config.student_base.hf_checkpoint=DIR2
               (teacher and student imported from Hugging Face directories instead of pretrained;
               README "Start from your own Hugging Face checkpoint")
+Tasks where reasoning could grow (arguments, combinable with `llama` and `runlocal`):
+          :checked    addition whose worked solutions guess the sum at a glance and, 60% of the
+                      time, check it by working the columns out (short and often wrong, or
+                      longer and right); 64 new tokens
+          :countdown  Countdown with numbers 1-9, solutions trying up to 6 combinations, each
+                      checked ("yes" / "no"; the noisy ones say "yes" to a miss); 128 new tokens
+          Both record the share of responses that check or revise (`revisions`). Not yet tuned:
+          with the stage settings below, R1-Zero did not raise that share or the response
+          length on either (the tiny bases check unreliably: wrong column sums, "yes" to
+          misses), so the README's tables are the plain-addition recipe's.
 Hardware: 2 CPU cores.  (`:runlocal`: every stage for 2 steps on 4 problems, a smoke test.)
 Expected: see README.md (the tables this recipe printed, with seeds and the machine).
 The RL learning rate 3e-5 was chosen on this base: 1e-4 gained half as much, 3e-4 collapsed the

@@ -196,6 +196,17 @@ def test_r1_zero_is_the_first_two_stages(finished):
 
 
 @pytest.mark.slow
+def test_reproduce_writes_the_curve_table_and_figure_of_a_finished_run(finished):
+    """experiments/reproduce.py on a finished workdir runs nothing and reports from eval.json."""
+    out = finish(script("reproduce.py", finished, "--table", "r1_zero_curve"))
+    assert "===" not in out and "| rollout accuracy (%) |" in out
+    assert (finished / "r1_zero_curves.png").stat().st_size > 10_000
+    table = open(finished / "table_r1_zero_curve.md").read()
+    results = json.load(open(finished / "eval.json"))
+    assert tables.make_table("r1_zero_curve", results) in table and "seed 0" in table
+
+
+@pytest.mark.slow
 def test_r1_zero_on_countdown_counts_revisions(tmp_path):
     """The Countdown recipe's R1-Zero stages (smoke sizes) record and report the share of
     responses that revise: held-out, per GRPO step, and in the curve table."""
