@@ -2,10 +2,10 @@
 
 Trains the same tiny MoE-MLA model on the same data with three recipes: BF16 (activations and
 projections in bfloat16), fp8_v3 (1x128 / 128x128 E4M3 tiles, FP32 promotion) and
-fp8_per_tensor (the coarse baseline). Seed s (of --seeds N) moves the init and data order of all
-three together, so each FP8 run is compared with the BF16 run of its own seed; the table prints
-mean ± sample std over the seeds, the BF16 seed-to-seed spread a recipe difference must be read
-against, and the machine. Plots the curves of seed 0.
+fp8_per_tensor (the coarse baseline). Seed s (of --seeds N) moves the init of all three together
+(the data order stays), so each FP8 run is compared with the BF16 run of its own seed; the table
+prints mean ± sample std over the seeds, the BF16 seed-to-seed spread a recipe difference must be
+read against, and the machine. Plots the curves of seed 0.
 
   python experiments/fp8_loss_parity.py --workdir /tmp/fp8 [--steps 300] [--seeds 3]
 """
@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--window", type=int, default=50, help="final loss = mean NLL of the last N steps")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (init and data order)")
+    parser.add_argument("--seeds", type=int, default=3, help="init seeds 0..N-1")
     args = parser.parse_args()
     single_process_only("experiments/fp8_loss_parity.py")
     if args.seeds < 1 or args.steps < 1 or not 1 <= args.window <= args.steps:
