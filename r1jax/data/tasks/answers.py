@@ -41,6 +41,14 @@ def judged_text(completion) -> str:
     return completion[-MAX_COMPLETION_CHARS:] if isinstance(completion, str) else ""
 
 
+def reasoning_part(completion) -> str:
+    """The judged text up to `</think>` (all of it when the reasoning is not closed): where a
+    task looks for checks and revisions."""
+    text = judged_text(completion)
+    end = text.find("</think>")
+    return text if end < 0 else text[:end]
+
+
 def extract_tagged_answer(completion) -> str | None:
     """Content of the last `<answer>...</answer>`, stripped; None when there is none."""
     text = judged_text(completion)

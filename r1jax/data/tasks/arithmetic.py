@@ -31,7 +31,7 @@ import random
 import re
 
 from r1jax.data.tasks import splits
-from r1jax.data.tasks.answers import check_gold_answer, judged_text, verify_gold_answer
+from r1jax.data.tasks.answers import check_gold_answer, reasoning_part, verify_gold_answer
 
 TASK = "arithmetic"
 GUESS, CHECK, CHECK_AGREES, CHECK_DISAGREES = "guess", "check", "ok", "no"
@@ -183,6 +183,4 @@ _CHECKED = re.compile(rf"\b{CHECK}\b")
 
 def revises(completion) -> bool:
     """The reasoning checks its steps by computing them again ("check ...")."""
-    text = judged_text(completion)
-    end = text.find("</think>")
-    return bool(_CHECKED.search(text if end < 0 else text[:end]))
+    return bool(_CHECKED.search(reasoning_part(completion)))

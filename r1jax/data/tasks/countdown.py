@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from r1jax.data.tasks import splits
 from r1jax.data.tasks.answers import (UnsafeExpression, evaluate_expression, extract_tagged_answer,
-                                      judged_text)
+                                      reasoning_part)
 
 TASK = "countdown"
 
@@ -187,6 +187,4 @@ _REVISION = re.compile(r"\bno\s*;\s*\S")  # an attempt rejected, then another on
 
 def revises(completion) -> bool:
     """The reasoning rejects an attempt after checking it ("... no;") and makes another."""
-    text = judged_text(completion)
-    end = text.find("</think>")
-    return bool(_REVISION.search(text if end < 0 else text[:end]))
+    return bool(_REVISION.search(reasoning_part(completion)))
