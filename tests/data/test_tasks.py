@@ -118,6 +118,24 @@ def test_a_checked_trace_guesses_then_works_the_steps_out():
         tasks.generate("arithmetic", 0, 0, check_rate=1.5)
 
 
+def test_a_direct_trace_states_the_answer_and_the_rest_work_the_steps_out():
+    direct = []
+    for i in range(400):
+        noisy = i % 3 == 0
+        plain = tasks.generate("arithmetic", 0, i, max_digits=3, noisy=noisy)
+        e = tasks.generate("arithmetic", 0, i, max_digits=3, direct_rate=0.7, noisy=noisy)
+        assert e["prompt"] == plain["prompt"] and e["answer"] == plain["answer"]
+        assert e["noisy"] == plain["noisy"]  # a direct answer carries the trace's slip
+        direct.append(e["reasoning"] == f"guess {plain['answer']}")
+        if not direct[-1]:
+            assert e["reasoning"] == plain["reasoning"]  # worked out, no guess before the steps
+    assert 0.65 <= np.mean(direct) <= 0.75
+    with pytest.raises(ValueError, match="direct_rate=-0.1"):
+        tasks.generate("arithmetic", 0, 0, direct_rate=-0.1)
+    with pytest.raises(ValueError, match="set one of them"):
+        tasks.generate("arithmetic", 0, 0, direct_rate=0.5, check_rate=0.5)
+
+
 def test_countdown_miss_prob_makes_long_searches_rare():
     def misses(**kw):
         return [tasks.generate("countdown", 0, i, max_failed_attempts=6, **kw)["reasoning"].count(" no;")

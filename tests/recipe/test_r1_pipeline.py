@@ -90,6 +90,19 @@ def test_the_recipe_picks_the_student_architecture(tmp_path):
     assert [h["step"] for h in history] == [1, 2] and np.isfinite(history[-1]["loss"])
 
 
+def test_the_direct_recipe_cold_starts_on_worked_solutions_only():
+    """`:direct`: the corpus and RL prompts carry direct_rate, the cold-start set (R1's readable
+    long CoT) does not; one task argument at a time."""
+    path = os.path.join(ROOT, "configs", "r1_pipeline_tiny.py")
+    cfg = load_config(f"{path}:direct")
+    assert dict(cfg.base.data.task_kwargs) == {"max_digits": 2, "direct_rate": 0.7}
+    assert cfg.r1_zero.task_kwargs == cfg.base.data.task_kwargs == cfg.distill_data.task_kwargs
+    assert dict(cfg.cold_start_data.task_kwargs) == {"max_digits": 2}
+    assert cfg.name == "r1_pipeline_tiny_direct"
+    with pytest.raises(ValueError, match="unknown recipe argument 'direct,checked'"):
+        load_config(f"{path}:direct,checked")
+
+
 def test_distillation_steps_match_the_student_rl_flops():
     student = qwen2.tiny(vocab_size=512)
     rl = RLConfig(prompts_per_step=8, max_prompt_len=48, max_new_tokens=48,

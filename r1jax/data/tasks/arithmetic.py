@@ -15,6 +15,12 @@ The second operand has at most `max_mul_digits` (default 2) digits to keep trace
 through, so the answer is wrong but consistent with the trace: pretraining on a mix of clean and
 noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFERENCE §5.2).
 
+`direct_rate` > 0 makes that fraction of the traces state the answer at a glance, with no steps
+(`reasoning "guess 561"`), the rest working every column out as above. A tiny model cannot add
+at a glance, so the short form is often wrong and the worked one mostly right: a policy that
+learns to work the steps out raises its accuracy and its response length together, and a student
+pretrained on this corpus rarely works them out unless it is taught to (R1's distillation vs RL).
+
 `check_rate` > 0 changes the traces to a guess and, in that fraction of them, a check: the
 reasoning states the answer at a glance ("guess", the slipped sum when noisy), then "check",
 every step worked out, and "ok" when the worked answer agrees or "no" when it does not, the
@@ -102,12 +108,17 @@ def solve(op: str, a: int, b: int) -> int:
 def generate(
     seed: int, index: int, *, split: str = splits.TRAIN, heldout_percent: int = 10,
     min_digits: int = 1, max_digits: int = 3, ops: tuple[str, ...] = ("+",), max_mul_digits: int = 2,
-    check_rate: float = 0.0, noisy: bool = False,
+    check_rate: float = 0.0, direct_rate: float = 0.0, noisy: bool = False,
 ) -> dict:
     """Example `index` of the stream `seed`: prompt, reasoning, answer (+ op, a, b, task).
-    A fraction `check_rate` of the traces recompute their steps after a "check" (see above)."""
-    if not 0.0 <= check_rate <= 1.0:
-        raise ValueError(f"check_rate={check_rate} must be in [0, 1]")
+    A fraction `direct_rate` of the traces state the answer with no steps, or a fraction
+    `check_rate` recompute their steps after a "check" (see above; one of the two at a time)."""
+    for name, rate in (("check_rate", check_rate), ("direct_rate", direct_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name}={rate} must be in [0, 1]")
+    if check_rate and direct_rate:
+        raise ValueError(f"check_rate={check_rate} and direct_rate={direct_rate}: set one of them "
+                         "(checked traces all start with a guess; direct ones are a guess alone)")
     if not 1 <= min_digits <= max_digits:
         raise ValueError(f"need 1 <= min_digits={min_digits} <= max_digits={max_digits}")
     for op in ops:
@@ -122,7 +133,9 @@ def generate(
     places = max(len(str(a)), len(str(b))) if op == "+" else len(str(b))
     slip = rng.randrange(places) if noisy else None
     reasoning, answer = trace(a, b, slip)
-    # Drawn only when asked for, so that check_rate=0 leaves every stream as it was.
+    # Drawn only when asked for, so that rates of 0 leave every stream as it was.
+    if direct_rate and rng.random() < direct_rate:
+        reasoning = f"{GUESS} {answer}"  # the answer at a glance (the slipped one when noisy)
     if check_rate:
         reasoning = f"{GUESS} {answer}"  # the answer at a glance (the slipped one when noisy)
         if rng.random() < check_rate:
