@@ -117,7 +117,7 @@ class GQAttention(nnx.Module):
 
         Without a cache (training, prefill) attention runs in query blocks with a recomputing
         backward, as DeepSeek-V3's does (r1jax/nn/attention.py): no (B, H, T, S) scores. With
-        `cache_layer` = (k (B, S, K, Dh), v (B, S, K, Dh)) the new keys/values are written
+        `cache_layer` = (k (B, K, S, Dh), v (B, K, Dh, S)) the new keys/values are written
         at `cache_index` and attention runs over the whole cache. Returns (out (B, T, D),
         updated cache_layer or None).
         """
@@ -130,12 +130,13 @@ class GQAttention(nnx.Module):
         k = apply_rope(k, cos, sin, interleave=False)
         new_cache = None
         if cache_layer is not None:
-            cache_k, cache_v = cache_layer
-            cache_k, cache_v = (
-                jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), cache_index, axis=1)
-                for c, new in ((cache_k, k), (cache_v, v)))  # (B, S, K, Dh) each
+            cache_k, cache_v = cache_layer  # (B, K, S, Dh), (B, K, Dh, S): see init_cache
+            cache_k = jax.lax.dynamic_update_slice_in_dim(
+                cache_k, jnp.transpose(k, (0, 2, 1, 3)).astype(cache_k.dtype), cache_index, axis=2)
+            cache_v = jax.lax.dynamic_update_slice_in_dim(
+                cache_v, jnp.transpose(v, (0, 2, 3, 1)).astype(cache_v.dtype), cache_index, axis=3)
             new_cache = (cache_k, cache_v)
-            k, v = cache_k.astype(dt), cache_v.astype(dt)  # (B, S, K, Dh)
+            k, v = cache_k.astype(dt), cache_v.astype(dt)
         groups = cfg.num_heads // cfg.num_kv_heads
         if isinstance(mask, CausalMask):
             # Query head h = k * G + g reads kv head k: repeat each kv head G times in place.
@@ -143,9 +144,9 @@ class GQAttention(nnx.Module):
             o = causal_attention(q, k, v, mask, softmax_scale=cfg.head_dim**-0.5)  # (B, T, H, Dh)
             return project_in(o.astype(dt), self.o[...], cfg.precision, 2), new_cache  # (B, T, D)
         q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)  # (B, T, K, G, Dh)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * cfg.head_dim**-0.5  # (B, K, G, T, S)
+        scores = jnp.einsum("btkgd,bksd->bkgts", q, k) * cfg.head_dim**-0.5  # (B, K, G, T, S)
         probs = masked_softmax(scores, mask[:, None, None]).astype(dt)
-        o = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, cfg.num_heads, cfg.head_dim)
+        o = jnp.einsum("bkgts,bkds->btkgd", probs, v).reshape(b, t, cfg.num_heads, cfg.head_dim)
         return project_in(o, self.o[...], cfg.precision, 2), new_cache  # (B, T, D)
 
 
@@ -282,12 +283,19 @@ def forward(cfg: DenseConfig, params: dict, tokens: jax.Array, *, positions=None
 
 
 def init_cache(cfg: DenseConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-    """Empty K/V cache: k, v, each a tuple of L (B, S, K, Dh) buffers (rotated keys; one per layer,
-    written in place while decoding: r1jax/models/api.py), key validity (B, S), next slot."""
-    shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    """Empty K/V cache: k, a tuple of L (B, K, S, Dh) buffers (rotated keys), v, a tuple of L
+    (B, K, Dh, S) buffers (one per layer, written in place while decoding: r1jax/models/api.py),
+    key validity (B, S), next slot.
+
+    Each buffer is laid out as the decode step's attention GEMMs read it (per (b, k): keys S x Dh,
+    values transposed Dh x S), so XLA:CPU hands them to its GEMMs as they are; with both as
+    (B, S, K, Dh) every step copied every layer's whole live K and V into that layout first
+    (Qwen2 small, 16 rows: a sixth of the decode time, bench in BENCHMARKS.md)."""
+    k_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+    v_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
     layers = range(cfg.num_layers)
-    return {"k": tuple(jnp.zeros(shape, dtype) for _ in layers),
-            "v": tuple(jnp.zeros(shape, dtype) for _ in layers),
+    return {"k": tuple(jnp.zeros(k_shape, dtype) for _ in layers),
+            "v": tuple(jnp.zeros(v_shape, dtype) for _ in layers),
             "key_valid": jnp.zeros((batch, max_len), jnp.bool_), "index": jnp.zeros((), jnp.int32)}
 
 

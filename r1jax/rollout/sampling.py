@@ -62,8 +62,9 @@ def decode_segments(prompt_len: int, new_tokens: int, buckets: int) -> tuple[tup
 
 
 def grow_cache(cfg: ModelConfig, cache: dict, slots: int) -> dict:
-    """`cache` copied into an empty one of `slots` slots: every buffer's slot axis is axis 1
-    (models.init_cache of each architecture), the write index carries over."""
+    """`cache` copied into an empty one of `slots` slots (models.init_cache of each
+    architecture; each buffer at the origin of its larger copy, whichever axis holds the slots),
+    the write index carries over."""
     rows, held = cache["key_valid"].shape
     if slots < held:
         raise ValueError(f"slots={slots} < {held}: a cache only grows")
@@ -74,7 +75,7 @@ def grow_cache(cfg: ModelConfig, cache: dict, slots: int) -> dict:
     def copy_into(empty_buffer, buffer):
         if empty_buffer.ndim == 0:  # the write index
             return buffer
-        return jax.lax.dynamic_update_slice_in_dim(empty_buffer, buffer, 0, axis=1)
+        return jax.lax.dynamic_update_slice(empty_buffer, buffer, (0,) * buffer.ndim)
 
     return jax.tree.map(copy_into, empty, cache)
 

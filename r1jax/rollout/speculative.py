@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import models
-from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, filter_logits, prefill,
-                                    token_logprobs)
+from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, draw_categorical,
+                                    filter_logits, first_argmax, prefill, token_logprobs)
 
 
 def accept_or_resample(p_logits: jax.Array, q_logits: jax.Array, draft: jax.Array,
@@ -58,8 +58,8 @@ def accept_or_resample(p_logits: jax.Array, q_logits: jax.Array, draft: jax.Arra
     residual = jnp.maximum(p - q, 0.0)  # (R, V)
     # p == q leaves no residual, but then every draft is accepted: fall back to p to stay finite.
     residual = jnp.where(residual.sum(-1, keepdims=True) > 0, residual, p)
-    resampled = jax.random.categorical(residual_key, jnp.log(residual), axis=-1)
-    return jnp.where(accepted, draft, resampled).astype(jnp.int32), accepted
+    resampled = draw_categorical(residual_key, jnp.log(residual))
+    return jnp.where(accepted, draft, resampled), accepted
 
 
 def sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
@@ -83,9 +83,9 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
 
     def draw_draft(mtp_logits, key):  # (R, V) -> draft (R,), its filtered logits q (R, V)
         if scfg.greedy:  # greedy verification never reads q
-            return jnp.argmax(mtp_logits, axis=-1).astype(jnp.int32), mtp_logits
+            return first_argmax(mtp_logits), mtp_logits
         q_logits = filtered(mtp_logits)
-        return jax.random.categorical(key, q_logits, axis=-1).astype(jnp.int32), q_logits
+        return draw_categorical(key, q_logits), q_logits
 
     # ---------------------------------------------------------------- prefill
     prefill_key, loop_key = jax.random.split(rng)
@@ -123,12 +123,12 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
         logits, aux = models.forward(cfg, params, fed, positions=fed_pos, attention_mask=fed_mask,
                                      cache=cache, with_mtp=False)  # (R, 2, V)
         if scfg.greedy:
-            x1, x2 = jnp.unstack(jnp.argmax(logits, axis=-1).astype(jnp.int32), axis=1)
+            x1, x2 = jnp.unstack(first_argmax(logits), axis=1)
             ok = x1 == draft
         else:
             p_logits = filtered(logits)  # (R, 2, V): both positions filtered at once
             x1, ok = accept_or_resample(p_logits[:, 0], q_logits, draft, verify_key)
-            x2 = jax.random.categorical(bonus_key, p_logits[:, 1], axis=-1).astype(jnp.int32)
+            x2 = draw_categorical(bonus_key, p_logits[:, 1])
         ok = ok & alive  # x2, drawn from p_{i+1}, counts only after an accepted draft
         # The draft's slot stays only where the draft became x_{i+1}.
         cache = {**aux["cache"], "key_valid": jax.lax.dynamic_update_slice_in_dim(

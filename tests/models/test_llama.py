@@ -194,7 +194,8 @@ def test_functional_api_roles_and_axes():
     assert models.param_axes(cfg)["layers"][0]["attn"]["k"] == ("embed", "kv_heads", None)
     assert models.mtp_depth(cfg) == 0
     cache = models.init_cache(cfg, 2, 8)
-    assert [k.shape for k in cache["k"]] == [(2, 8, cfg.num_kv_heads, cfg.head_dim)] * cfg.num_layers
+    assert [k.shape for k in cache["k"]] == [(2, cfg.num_kv_heads, 8, cfg.head_dim)] * cfg.num_layers
+    assert [v.shape for v in cache["v"]] == [(2, cfg.num_kv_heads, cfg.head_dim, 8)] * cfg.num_layers
 
 
 @pytest.mark.parametrize("name", sorted(llama.SIZES))

@@ -134,7 +134,7 @@ def test_kv_cache_decode_matches_full_forward():
         step = jax.jit(lambda p, tok, m, pos, c: models.forward(
             cfg, p, tok, attention_mask=m, positions=pos, cache=c))
         cache = models.init_cache(cfg, b, t)
-        assert [k.shape for k in cache["k"]] == [(b, t, cfg.num_kv_heads, cfg.head_dim)] * cfg.num_layers
+        assert [k.shape for k in cache["k"]] == [(b, cfg.num_kv_heads, t, cfg.head_dim)] * cfg.num_layers
         logits, aux = step(params, tokens[:, :prefill], mask[:, :prefill], positions[:, :prefill], cache)
         pieces, cache = [logits], aux["cache"]
         for i in range(prefill, t):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import config, models
+from r1jax.rollout.decoding import draw_categorical, first_argmax
 from r1jax.rollout.sampling import SamplingConfig, filter_logits, sample
 
 
@@ -102,3 +103,25 @@ def test_decoding_ends_once_every_row_has_stopped(monkeypatch):
     assert len(calls) == 2
     assert np.asarray(out["lengths"]).tolist() == [1] * prompt.shape[0]
     assert not np.asarray(out["mask"])[:, 1:].any() and not np.asarray(out["tokens"])[:, 1:].any()
+
+
+def test_first_argmax_and_draw_categorical_give_jax_tokens():
+    # The sampler's own argmax and Gumbel-max draw must give jax's tokens exactly (the recipe's
+    # stored results were sampled with jnp.argmax and jax.random.categorical): ties, -inf and
+    # NaN rows included.
+    logits = jax.random.normal(jax.random.key(0), (64, 257)).at[:8].set(
+        jnp.round(jax.random.normal(jax.random.key(1), (8, 257))))  # rows of ties
+    logits = logits.at[8].set(-jnp.inf).at[9, 5].set(jnp.nan).at[9, 40].set(jnp.nan)
+    logits = logits.at[10, :100].set(-jnp.inf).at[11, 3].set(jnp.inf).at[11, 9].set(jnp.inf)
+    np.testing.assert_array_equal(first_argmax(logits), jnp.argmax(logits, axis=-1))
+    assert first_argmax(logits).dtype == jnp.int32
+    np.testing.assert_array_equal(first_argmax(logits.reshape(8, 8, 257)),
+                                  jnp.argmax(logits.reshape(8, 8, 257), axis=-1))
+    finite = logits[:8]
+    for seed in range(5):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(draw_categorical(key, finite),
+                                      jax.random.categorical(key, finite, axis=-1))
+        nucleus = filter_logits(logits[12:], temperature=0.7, top_p=0.9, top_k=0)  # -inf tails
+        np.testing.assert_array_equal(draw_categorical(key, nucleus),
+                                      jax.random.categorical(key, nucleus, axis=-1))
