@@ -20,12 +20,13 @@ Command:  python experiments/r1_pipeline.py --config configs/r1_pipeline_tiny.py
               (teacher and student imported from Hugging Face directories instead of pretrained;
               README "Start from your own Hugging Face checkpoint")
 Tasks where reasoning can grow (arguments, combinable with `llama` and `runlocal`):
-          :direct     addition whose corpus solutions state the sum at a glance 70% of the time
-                      ("guess 77": short and mostly wrong for a tiny model) and otherwise work the
-                      columns out (longer and mostly right); the cold start is worked solutions
-                      only. R1-Zero learns to work the steps out: its accuracy and its response
-                      length rise together; the student, pretrained on the same corpus, reaches
-                      less by GRPO alone than by distillation from R1 (README: tables over seeds)
+          :direct     addition whose corpus solutions state the sum at a glance 70% of the time,
+                      carries forgotten ("guess 451" for 482+79: short, right only without a
+                      carry), and otherwise work the columns out; the cold start is worked
+                      solutions only; the teacher pretrains 2000 steps. Over 3 seeds R1-Zero's
+                      rollout accuracy and length rose together (+12.5 points, +1.2 tokens) and
+                      the student distilled from R1 beat GRPO alone by 48 ± 10 points pass@1
+                      (README "Where distillation beats RL")
           :checked    addition whose worked solutions guess the sum at a glance and, 60% of the
                       time, check it by working the columns out; 64 new tokens
           :countdown  Countdown with numbers 1-9, solutions trying up to 6 combinations, each
@@ -69,6 +70,7 @@ class TaskSetup:
     max_new_tokens: int  # rollouts, evaluation and data sets
     seq_len: int  # pretraining and SFT rows
     cold_start_kwargs: tuple | None = None  # the cold-start set's task knobs; None: task_kwargs
+    teacher_pretrain_steps: int = 1000  # the student's pretraining has 1000 steps in every task
 
     @property
     def eval(self) -> EvalConfig:
@@ -85,10 +87,14 @@ TASKS = {
     # Numbers 1-9; the worked solutions miss up to 6 times before their hit, each further miss
     # with probability 1/2: long searches are rare in the corpus, and so is the pretrained
     # policy's, which says "yes" to a miss in the corpus' noisy traces.
-    # 70% of the corpus' solutions state the sum at a glance, the rest work the columns out. The
-    # cold start is worked solutions only (R1's readable long CoT).
+    # 70% of the corpus' solutions state the sum at a glance, carries forgotten, the rest work the
+    # columns out. The cold start is worked solutions only (R1's readable long CoT). The teacher
+    # pretrains twice as long as the student (as V3's base outweighs the distilled students'):
+    # at 1000 steps on this corpus one seed in three gave a base that could not work the columns
+    # out, and no stage after it could.
     "direct": TaskSetup("arithmetic", (("max_digits", 2), ("direct_rate", 0.7)), max_new_tokens=48,
-                        seq_len=128, cold_start_kwargs=(("max_digits", 2),)),
+                        seq_len=128, cold_start_kwargs=(("max_digits", 2),),
+                        teacher_pretrain_steps=2000),
     "countdown": TaskSetup("countdown", (("high", 9), ("max_failed_attempts", 6), ("miss_prob", 0.5)),
                            max_new_tokens=128, seq_len=256),
 }
@@ -136,7 +142,7 @@ def get_config(arg=None):
     student = STUDENTS[student_architecture](vocab_size=512)
     cfg = PipelineConfig(
         name="r1_pipeline_tiny" + "".join(f"_{t}" for t in variants),
-        base=pretrain(setup, "base", teacher),
+        base=pretrain(setup, "base", teacher, steps=setup.teacher_pretrain_steps),
         r1_zero=rl(setup),
         cold_start_data=data_set(setup, seed=7, task_kwargs=setup.cold_start_kwargs
                                  if setup.cold_start_kwargs is not None else setup.task_kwargs),

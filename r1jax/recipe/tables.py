@@ -77,7 +77,26 @@ def distill_vs_rl_table(runs: list[dict]) -> str:
                      "KL to teacher (nats/token)": cell(runs, stage, "KL to teacher", ".3g"),
                      "student TFLOP": cell(runs, stage, "TFLOP", ".3g") if student else None})
     columns = ["model", "pass@1", cons, "KL to teacher (nats/token)", "student TFLOP"]
-    return format_table(rows, columns)
+    table = format_table(rows, columns)
+    return table if len(runs) == 1 else table.rstrip("\n") + "\n\n" + paired_table(runs, cons)
+
+
+def paired_table(runs: list[dict], cons: str) -> str:
+    """Each distilled student minus RL alone within the same seed (the seeds share nothing
+    else, so the per-seed difference is what distillation adds): mean ± std, and the seeds where
+    distillation came out ahead."""
+    rl_stage = DISTILL_ROWS[2][1]
+    rows = []
+    for name, stage in DISTILL_ROWS[3:]:
+        row = {"paired by seed": f"{name.split(': ')[-1]} - RL alone"}
+        for metric in ("pass@1", cons):
+            diffs = [r[stage][metric] - r[rl_stage][metric] for r in runs]
+            row[f"{metric} difference"] = mean_std(diffs, "+.1f")
+        wins = sum(r[stage]["pass@1"] > r[rl_stage]["pass@1"] for r in runs)
+        row["seeds where distillation led on pass@1"] = f"{wins} of {len(runs)}"
+        rows.append(row)
+    return format_table(rows, ["paired by seed", "pass@1 difference", f"{cons} difference",
+                               "seeds where distillation led on pass@1"])
 
 
 def make_table(table: str, runs: dict | list[dict]) -> str:

@@ -118,22 +118,43 @@ def test_a_checked_trace_guesses_then_works_the_steps_out():
         tasks.generate("arithmetic", 0, 0, check_rate=1.5)
 
 
-def test_a_direct_trace_states_the_answer_and_the_rest_work_the_steps_out():
+def carries_before_the_leftmost_column(a: int, b: int) -> bool:
+    da, db = str(a)[::-1].ljust(len(str(b)), "0"), str(b)[::-1].ljust(len(str(a)), "0")
+    carry = 0
+    for x, y in zip(da[:-1], db[:-1]):
+        carry = (int(x) + int(y) + carry) // 10
+        if carry:
+            return True
+    return False
+
+
+def test_a_direct_trace_glances_without_carries_and_the_rest_work_the_steps_out():
     direct = []
     for i in range(400):
         noisy = i % 3 == 0
         plain = tasks.generate("arithmetic", 0, i, max_digits=3, noisy=noisy)
         e = tasks.generate("arithmetic", 0, i, max_digits=3, direct_rate=0.7, noisy=noisy)
-        assert e["prompt"] == plain["prompt"] and e["answer"] == plain["answer"]
-        assert e["noisy"] == plain["noisy"]  # a direct answer carries the trace's slip
-        direct.append(e["reasoning"] == f"guess {plain['answer']}")
-        if not direct[-1]:
-            assert e["reasoning"] == plain["reasoning"]  # worked out, no guess before the steps
+        assert e["prompt"] == plain["prompt"]
+        direct.append(e["reasoning"].startswith("guess "))
+        if not direct[-1]:  # worked out, no guess before the steps
+            assert (e["reasoning"], e["answer"], e["noisy"]) == (plain["reasoning"], plain["answer"],
+                                                                 plain["noisy"])
+            continue
+        assert e["reasoning"] == f"guess {e['answer']}"
+        right = e["answer"] == str(e["a"] + e["b"])
+        assert e["noisy"] == (not right)
+        if not plain["noisy"]:  # a clean glance is right exactly when no carry is needed
+            assert right == (not carries_before_the_leftmost_column(e["a"], e["b"]))
     assert 0.65 <= np.mean(direct) <= 0.75
+    assert arithmetic.addition_trace(482, 79, forget_carries=True)[1] == 451
+    assert arithmetic.addition_trace(95, 8, forget_carries=True)[1] == 93
+    assert arithmetic.addition_trace(95, 17, forget_carries=True)[1] == 102  # leftmost in full
     with pytest.raises(ValueError, match="direct_rate=-0.1"):
         tasks.generate("arithmetic", 0, 0, direct_rate=-0.1)
     with pytest.raises(ValueError, match="set one of them"):
         tasks.generate("arithmetic", 0, 0, direct_rate=0.5, check_rate=0.5)
+    with pytest.raises(ValueError, match="addition only"):
+        tasks.generate("arithmetic", 0, 0, direct_rate=0.5, ops=("+", "*"))
 
 
 def test_countdown_miss_prob_makes_long_searches_rare():

@@ -99,6 +99,7 @@ def test_the_direct_recipe_cold_starts_on_worked_solutions_only():
     assert cfg.r1_zero.task_kwargs == cfg.base.data.task_kwargs == cfg.distill_data.task_kwargs
     assert dict(cfg.cold_start_data.task_kwargs) == {"max_digits": 2}
     assert cfg.name == "r1_pipeline_tiny_direct"
+    assert (cfg.base.train.steps, cfg.student_base.train.steps) == (2000, 1000)
     with pytest.raises(ValueError, match="unknown recipe argument 'direct,checked'"):
         load_config(f"{path}:direct,checked")
 

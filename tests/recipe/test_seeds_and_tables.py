@@ -55,6 +55,22 @@ def test_table_of_several_runs_shows_mean_and_sample_std():
                for r in rows)
 
 
+def test_distillation_is_compared_with_rl_alone_seed_by_seed():
+    """Several runs add each distilled student minus RL alone within a seed; one run does not."""
+    values = [[50.0] * 7 + [40.0, 90.0, 30.0], [50.0] * 7 + [60.0, 70.0, 65.0],
+              [50.0] * 7 + [45.0, 95.0, 50.0]]
+    runs = runs_of(values)
+    text = tables.make_table("distill_vs_rl", runs)
+    sft = [v[8] - v[7] for v in values]  # runs_of: student_rl is column 7, student_sft 8
+    logit = [v[9] - v[7] for v in values]
+    row = {r.split(" | ")[0]: r for r in text.splitlines()}
+    expect = f"{np.mean(sft):+.1f} ± {np.std(sft, ddof=1):.1f}"
+    assert row["| SFT on R1 samples - RL alone"].split(" | ")[1:4:2] == [expect, "3 of 3 |"]
+    expect = f"{np.mean(logit):+.1f} ± {np.std(logit, ddof=1):.1f}"
+    assert row["| logit KD (forward KL, top-k) - RL alone"].split(" | ")[1:4:2] == [expect, "2 of 3 |"]
+    assert "paired by seed" not in tables.make_table("distill_vs_rl", runs[0])
+
+
 def test_one_run_is_plain_numbers_and_missing_runs_are_refused():
     runs = runs_of([[70.0] * 10, [80.0] * 10])
     assert "| pass@1 | 70.0 | 70.0 |" in tables.make_table("stages", runs[0])

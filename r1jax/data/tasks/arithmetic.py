@@ -15,11 +15,14 @@ The second operand has at most `max_mul_digits` (default 2) digits to keep trace
 through, so the answer is wrong but consistent with the trace: pretraining on a mix of clean and
 noisy traces gives a policy that succeeds only sometimes, which GRPO needs (REFERENCE §5.2).
 
-`direct_rate` > 0 makes that fraction of the traces state the answer at a glance, with no steps
-(`reasoning "guess 561"`), the rest working every column out as above. A tiny model cannot add
-at a glance, so the short form is often wrong and the worked one mostly right: a policy that
-learns to work the steps out raises its accuracy and its response length together, and a student
-pretrained on this corpus rarely works them out unless it is taught to (R1's distillation vs RL).
+`direct_rate` > 0 makes that fraction of the addition traces state the sum at a glance, with no
+steps, the way a hurried hand adds: each column summed and its carry forgotten, only the leftmost
+column written in full (`reasoning "guess 451"` for 482+79), so a glance is right exactly when
+no carry is needed (the slip still planted when noisy); the rest work every column out as above.
+A policy cannot get a carry right at a glance from this corpus, only by working the steps out, so
+one that learns to work them out raises its accuracy and its response length together (R1-Zero in
+miniature), and a student pretrained on this corpus that rarely works them out has to be taught
+to (R1's distillation vs RL).
 
 `check_rate` > 0 changes the traces to a guess and, in that fraction of them, a check: the
 reasoning states the answer at a glance ("guess", the slipped sum when noisy), then "check",
@@ -49,8 +52,10 @@ def _operand(rng: random.Random, min_digits: int, max_digits: int) -> int:
     return rng.randint(low, 10**n_digits - 1)
 
 
-def addition_trace(a: int, b: int, slip_column: int | None = None) -> tuple[str, int]:
-    """Column-by-column sums (right to left); a slip adds one to that column's sum."""
+def addition_trace(a: int, b: int, slip_column: int | None = None,
+                   forget_carries: bool = False) -> tuple[str, int]:
+    """Column-by-column sums (right to left); a slip adds one to that column's sum. With
+    `forget_carries` no column passes its carry on (only the leftmost keeps its full sum)."""
     da, db = str(a)[::-1], str(b)[::-1]
     steps, digits, carry = [], [], 0
     for col in range(max(len(da), len(db))):
@@ -59,7 +64,7 @@ def addition_trace(a: int, b: int, slip_column: int | None = None) -> tuple[str,
         total = x + y + carry + (1 if col == slip_column else 0)
         steps.append(f"{x}+{y}+{carry}={total}")
         digits.append(total % 10)
-        carry = total // 10
+        carry = 0 if forget_carries and col < max(len(da), len(db)) - 1 else total // 10
     answer = int(str(carry) + "".join(str(d) for d in reversed(digits)))
     return " ".join(steps), answer
 
@@ -116,6 +121,8 @@ def generate(
     for name, rate in (("check_rate", check_rate), ("direct_rate", direct_rate)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name}={rate} must be in [0, 1]")
+    if direct_rate and set(ops) != {"+"}:
+        raise ValueError(f"direct_rate={direct_rate} is defined for addition only; ops={ops}")
     if check_rate and direct_rate:
         raise ValueError(f"check_rate={check_rate} and direct_rate={direct_rate}: set one of them "
                          "(checked traces all start with a guess; direct ones are a guess alone)")
@@ -135,7 +142,8 @@ def generate(
     reasoning, answer = trace(a, b, slip)
     # Drawn only when asked for, so that rates of 0 leave every stream as it was.
     if direct_rate and rng.random() < direct_rate:
-        reasoning = f"{GUESS} {answer}"  # the answer at a glance (the slipped one when noisy)
+        _, answer = addition_trace(a, b, slip, forget_carries=True)  # a glance drops the carries
+        reasoning = f"{GUESS} {answer}"
     if check_rate:
         reasoning = f"{GUESS} {answer}"  # the answer at a glance (the slipped one when noisy)
         if rng.random() < check_rate:
