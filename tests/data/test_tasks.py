@@ -100,12 +100,15 @@ def test_a_checked_trace_guesses_then_works_the_steps_out():
         plain = tasks.generate("arithmetic", 0, i, max_digits=2, noisy=noisy)
         e = tasks.generate("arithmetic", 0, i, max_digits=2, check_rate=0.5, noisy=noisy)
         assert e["prompt"] == plain["prompt"]  # the knob changes traces only
-        guess = f"guess {plain['answer']}"  # the plain trace's answer, slipped when noisy
+        glance = e["reasoning"].split()[1]  # carries forgotten, the slip planted when noisy
+        clean_glance = str(arithmetic.addition_trace(e["a"], e["b"], forget_carries=True)[1])
+        assert (glance == clean_glance) == (not plain["noisy"])
+        guess = f"guess {glance}"
         if e["reasoning"] == guess:  # unchecked: the guess is the answer
-            assert e["answer"] == plain["answer"] and e["noisy"] == plain["noisy"]
+            assert e["answer"] == glance and e["noisy"] == (glance != str(e["a"] + e["b"]))
             assert not arithmetic.revises(f"<think> {e['reasoning']} </think>")
             continue
-        verdict = "no" if plain["noisy"] else "ok"
+        verdict = "ok" if glance == str(e["a"] + e["b"]) else "no"
         steps = arithmetic.addition_trace(e["a"], e["b"])[0]  # no slip in the check
         assert e["reasoning"] == f"{guess} check {steps} {verdict}"
         assert e["answer"] == str(e["a"] + e["b"]) and not e["noisy"]

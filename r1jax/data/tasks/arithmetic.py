@@ -25,15 +25,14 @@ miniature), and a student pretrained on this corpus that rarely works them out h
 to (R1's distillation vs RL).
 
 `check_rate` > 0 changes the traces to a guess and, in that fraction of them, a check: the
-reasoning states the answer at a glance ("guess", the slipped sum when noisy), then "check",
-every step worked out, and "ok" when the worked answer agrees or "no" when it does not, the
-answer then being the worked one:
-    reasoning "guess 551 check 2+9+0=11 8+7+1=16 4+0+1=5 no"   answer "561"
-    reasoning "guess 551"                                        answer "551"
-A tiny model cannot add at a glance, so a trace is short and often wrong, or longer and
-checked: a policy that learns to check raises its accuracy and its response length together
-(R1-Zero's growth of reasoning and self-verification, in miniature); `revises` counts the
-responses that check.
+reasoning states the answer at a glance ("guess", carries forgotten as above; a product's glance
+is the trace's answer, slipped when noisy), then "check", every step worked out, and "ok" when
+the worked answer agrees or "no" when it does not, the answer then being the worked one:
+    reasoning "guess 451 check 2+9+0=11 8+7+1=16 4+0+1=5 no"   answer "561"
+    reasoning "guess 451"                                        answer "451"
+A trace is short and often wrong, or longer and checked: a policy that learns to check raises
+its accuracy and its response length together (R1-Zero's growth of reasoning and
+self-verification, in miniature); `revises` counts the responses that check.
 """
 
 import random
@@ -141,11 +140,13 @@ def generate(
     slip = rng.randrange(places) if noisy else None
     reasoning, answer = trace(a, b, slip)
     # Drawn only when asked for, so that rates of 0 leave every stream as it was.
+    glance = answer  # a product at a glance: the trace's answer (slipped when noisy)
+    if op == "+" and (direct_rate or check_rate):
+        _, glance = addition_trace(a, b, slip, forget_carries=True)  # a glance drops the carries
     if direct_rate and rng.random() < direct_rate:
-        _, answer = addition_trace(a, b, slip, forget_carries=True)  # a glance drops the carries
-        reasoning = f"{GUESS} {answer}"
+        reasoning, answer = f"{GUESS} {glance}", glance
     if check_rate:
-        reasoning = f"{GUESS} {answer}"  # the answer at a glance (the slipped one when noisy)
+        reasoning, answer = f"{GUESS} {glance}", glance
         if rng.random() < check_rate:
             steps, correct = trace(a, b)  # the check works every step out, without a slip
             verdict = CHECK_AGREES if correct == answer else CHECK_DISAGREES
