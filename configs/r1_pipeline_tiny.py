@@ -80,13 +80,11 @@ class TaskSetup:
 
 TASKS = {
     "arithmetic": TaskSetup("arithmetic", (("max_digits", 2),), max_new_tokens=48, seq_len=128),
-    # Solutions guess the sum at a glance; 30% then check it by working the columns out
-    # (r1jax/data/tasks/arithmetic.py): short and often wrong, or longer and right.
+    # Solutions guess the sum at a glance, carries forgotten; 60% then check it by working the
+    # columns out (r1jax/data/tasks/arithmetic.py): short and often wrong, or longer and right.
+    # The teacher pretrains 2000 steps: at 1000 its checks were unreliable (wrong column sums).
     "checked": TaskSetup("arithmetic", (("max_digits", 2), ("check_rate", 0.6)), max_new_tokens=64,
-                         seq_len=128),
-    # Numbers 1-9; the worked solutions miss up to 6 times before their hit, each further miss
-    # with probability 1/2: long searches are rare in the corpus, and so is the pretrained
-    # policy's, which says "yes" to a miss in the corpus' noisy traces.
+                         seq_len=128, teacher_pretrain_steps=2000),
     # 70% of the corpus' solutions state the sum at a glance, carries forgotten, the rest work the
     # columns out. The cold start is worked solutions only (R1's readable long CoT). The teacher
     # pretrains twice as long as the student (as V3's base outweighs the distilled students'):
@@ -95,6 +93,9 @@ TASKS = {
     "direct": TaskSetup("arithmetic", (("max_digits", 2), ("direct_rate", 0.7)), max_new_tokens=48,
                         seq_len=128, cold_start_kwargs=(("max_digits", 2),),
                         teacher_pretrain_steps=2000),
+    # Numbers 1-9; the worked solutions miss up to 6 times before their hit, each further miss
+    # with probability 1/2: long searches are rare in the corpus, and so is the pretrained
+    # policy's, which says "yes" to a miss in the corpus' noisy traces.
     "countdown": TaskSetup("countdown", (("high", 9), ("max_failed_attempts", 6), ("miss_prob", 0.5)),
                            max_new_tokens=128, seq_len=256),
 }
