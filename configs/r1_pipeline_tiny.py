@@ -27,14 +27,16 @@ Tasks where reasoning can grow (arguments, combinable with `llama` and `runlocal
                       rollout accuracy and length rose together (+12.5 points, +1.2 tokens) and
                       the student distilled from R1 beat GRPO alone by 48 ± 10 points pass@1
                       (README "Where distillation beats RL")
-          :checked    addition whose worked solutions guess the sum at a glance and, 60% of the
-                      time, check it by working the columns out; 64 new tokens
+          :checked    addition whose solutions guess the sum at a glance, carries forgotten,
+                      and 60% of the time check it by working the columns out ("ok" / "no");
+                      the teacher pretrains 2000 steps; 64 new tokens. Over 3 seeds R1-Zero's
+                      share of checking responses rose with its accuracy and length (+7.3
+                      points, +5.4 points, +2.0 tokens; README "R1-Zero learns to check")
           :countdown  Countdown with numbers 1-9, solutions trying up to 6 combinations, each
-                      checked ("yes" / "no"; the noisy ones say "yes" to a miss); 128 new tokens
-          All record the share of responses that check or revise (`revisions`). Not yet tuned:
-          with the stage settings below, R1-Zero did not raise that share or the response
-          length on :checked or :countdown (the tiny bases check unreliably: wrong column sums,
-          "yes" to misses).
+                      checked ("yes" / "no"; the noisy ones say "yes" to a miss); 128 new tokens.
+                      Not yet tuned: R1-Zero did not raise its share of revising responses or
+                      its length (the tiny base says "yes" to misses)
+          All record the share of responses that check or revise (`revisions`).
 Hardware: 2 CPU cores.  (`:runlocal`: every stage for 2 steps on 4 problems, a smoke test.)
 Expected: see README.md (the tables this recipe printed, with seeds and the machine).
 The RL learning rate 3e-5 was chosen on this base: 1e-4 gained half as much, 3e-4 collapsed the
