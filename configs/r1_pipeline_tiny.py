@@ -75,6 +75,10 @@ class TaskSetup:
     teacher_pretrain_steps: int = 1000  # the student's pretraining has 1000 steps in every task
 
     @property
+    def cold_start_task_kwargs(self) -> tuple:
+        return self.task_kwargs if self.cold_start_kwargs is None else self.cold_start_kwargs
+
+    @property
     def eval(self) -> EvalConfig:
         return EvalConfig(task=self.task, task_kwargs=self.task_kwargs, num_problems=64, k=4,
                           max_new_tokens=self.max_new_tokens, kl_seq_len=self.seq_len)
@@ -128,10 +132,10 @@ def rl(setup: TaskSetup, **kw):
     return dataclasses.replace(base, **kw)
 
 
-def data_set(setup: TaskSetup, seed, **kw):
-    kw = {"task_kwargs": setup.task_kwargs, **kw}
-    return DataSetConfig(task=setup.task, num_prompts=512, k=4, seed=seed,
-                         max_new_tokens=setup.max_new_tokens, **kw)
+def data_set(setup: TaskSetup, seed, task_kwargs=None):
+    knobs = setup.task_kwargs if task_kwargs is None else task_kwargs
+    return DataSetConfig(task=setup.task, task_kwargs=knobs, num_prompts=512, k=4, seed=seed,
+                         max_new_tokens=setup.max_new_tokens)
 
 
 def get_config(arg=None):
@@ -147,8 +151,7 @@ def get_config(arg=None):
         name="r1_pipeline_tiny" + "".join(f"_{t}" for t in variants),
         base=pretrain(setup, "base", teacher, steps=setup.teacher_pretrain_steps),
         r1_zero=rl(setup),
-        cold_start_data=data_set(setup, seed=7, task_kwargs=setup.cold_start_kwargs
-                                 if setup.cold_start_kwargs is not None else setup.task_kwargs),
+        cold_start_data=data_set(setup, seed=7, task_kwargs=setup.cold_start_task_kwargs),
         cold_start=sft(setup, "cold_start", 100),
         # R1 stage-1 RL: clip ratio 10 (S7), which only matters with more than one inner update.
         reasoning_rl=rl(setup, rewards=(("accuracy", 1.0), ("format", 1.0), ("language", 1.0)),

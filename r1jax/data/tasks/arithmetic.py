@@ -57,13 +57,14 @@ def addition_trace(a: int, b: int, slip_column: int | None = None,
     `forget_carries` no column passes its carry on (only the leftmost keeps its full sum)."""
     da, db = str(a)[::-1], str(b)[::-1]
     steps, digits, carry = [], [], 0
-    for col in range(max(len(da), len(db))):
+    columns = max(len(da), len(db))
+    for col in range(columns):
         x = int(da[col]) if col < len(da) else 0
         y = int(db[col]) if col < len(db) else 0
         total = x + y + carry + (1 if col == slip_column else 0)
         steps.append(f"{x}+{y}+{carry}={total}")
         digits.append(total % 10)
-        carry = 0 if forget_carries and col < max(len(da), len(db)) - 1 else total // 10
+        carry = 0 if forget_carries and col < columns - 1 else total // 10
     answer = int(str(carry) + "".join(str(d) for d in reversed(digits)))
     return " ".join(steps), answer
 
@@ -143,14 +144,12 @@ def generate(
     glance = answer  # a product at a glance: the trace's answer (slipped when noisy)
     if op == "+" and (direct_rate or check_rate):
         _, glance = addition_trace(a, b, slip, forget_carries=True)  # a glance drops the carries
-    if direct_rate and rng.random() < direct_rate:
+    if check_rate or (direct_rate and rng.random() < direct_rate):
         reasoning, answer = f"{GUESS} {glance}", glance
-    if check_rate:
-        reasoning, answer = f"{GUESS} {glance}", glance
-        if rng.random() < check_rate:
-            steps, correct = trace(a, b)  # the check works every step out, without a slip
-            verdict = CHECK_AGREES if correct == answer else CHECK_DISAGREES
-            reasoning, answer = f"{reasoning} {CHECK} {steps} {verdict}", correct
+    if check_rate and rng.random() < check_rate:
+        steps, correct = trace(a, b)  # the check works every step out, without a slip
+        verdict = CHECK_AGREES if correct == answer else CHECK_DISAGREES
+        reasoning, answer = f"{reasoning} {CHECK} {steps} {verdict}", correct
     return {
         "task": TASK,
         "prompt": f"Compute {a}{op}{b}.",
