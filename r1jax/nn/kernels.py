@@ -114,13 +114,13 @@ def use_grouped_matmul(lhs, rhs, *, choice: KernelChoice) -> bool:
 
 
 def ragged_dot(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
-               choice: KernelChoice) -> jax.Array:
+               choice: KernelChoice, max_group_size: int | None = None) -> jax.Array:
     """`jax.lax.ragged_dot`: lhs (M, K) rows sorted by group, rhs (G, K, N) -> (M, N), on the
     grouped-matmul kernel (differentiable, custom_vjp) where `use_grouped_matmul`, else
-    `xla_ragged_dot`."""
+    `xla_ragged_dot`. `max_group_size`: a bound on every group's size, if the caller knows one."""
     if use_grouped_matmul(lhs, rhs, choice=choice):
         return grouped_matmul(lhs, rhs, group_sizes, choice=choice)
-    return xla_ragged_dot(lhs, rhs, group_sizes, choice=choice)
+    return xla_ragged_dot(lhs, rhs, group_sizes, choice=choice, max_group_size=max_group_size)
 
 
 def ragged_dot_is_dense() -> bool:
@@ -130,13 +130,16 @@ def ragged_dot_is_dense() -> bool:
 
 
 def xla_ragged_dot(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *,
-                   choice: KernelChoice, preferred_element_type=None) -> jax.Array:
+                   choice: KernelChoice, preferred_element_type=None,
+                   max_group_size: int | None = None) -> jax.Array:
     """`jax.lax.ragged_dot` without a kernel: lhs (M, K), rhs (G, K, N) -> (M, N). Where
     `ragged_dot_is_dense`, the batched GEMM over group-aligned tiles of r1jax/nn/ragged_tiles.py,
-    whose cost follows the rows; elsewhere, or with `choice.reference`, `jax.lax.ragged_dot`.
+    whose cost follows the rows (one tile per group, the weights read in place, for few rows
+    under a known `max_group_size`); elsewhere, or with `choice.reference`, `jax.lax.ragged_dot`.
     Also the FP8 grouped GEMMs' dot (r1jax/nn/fp8_ragged.py)."""
     if not choice.reference and ragged_dot_is_dense():
-        return tiled_ragged_dot(lhs, rhs, group_sizes, preferred_element_type=preferred_element_type)
+        return tiled_ragged_dot(lhs, rhs, group_sizes, preferred_element_type=preferred_element_type,
+                                max_group_size=max_group_size)
     return jax.lax.ragged_dot(lhs, rhs, group_sizes, preferred_element_type=preferred_element_type)
 
 

@@ -168,7 +168,10 @@ class MLA(nnx.Module):
                 scores = (jnp.einsum("bthc,bsc->bhts", q_lat, keys_c)
                           + jnp.einsum("bthr,bsr->bhts", q_rope, keys_r))  # (B, H, T, S)
                 probs = masked_softmax(scores * cfg.softmax_scale, mask[:, None]).astype(dt)
-                return jnp.einsum("bhts,bsc->bthc", probs, keys_c)  # (B, T, H, C)
+                # (B, H, T, C) first: XLA:CPU then runs it as a fast GEMM over the cache as it
+                # is stored; asked for (B, T, H, C) it took a slower dot over a transposed cache.
+                o_lat = jnp.einsum("bhts,bsc->bhtc", probs, keys_c)  # (B, H, T, C)
+                return o_lat.transpose(0, 2, 1, 3)  # (B, T, H, C)
 
             args = (q_lat, q_rope, keys_c, keys_r)
             q_spec = jax.ShapeDtypeStruct((*q_lat.shape[:3], cfg.latent_cache_values_per_token()),

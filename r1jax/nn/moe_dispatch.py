@@ -68,14 +68,17 @@ TOKEN_AXES = ("data", "fsdp", "expert")
 
 
 def grouped_swiglu(rows: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array,
-                   group_sizes: jax.Array, precision: str, choice: KernelChoice) -> jax.Array:
+                   group_sizes: jax.Array, precision: str, choice: KernelChoice,
+                   max_group_size: int | None = None) -> jax.Array:
     """SwiGLU of rows sorted by expert: rows (M, D), gate/up (G, D, F), down (G, F, D) -> (M, D).
 
-    Rows past sum(group_sizes) belong to no group and come out as zeros.
+    Rows past sum(group_sizes) belong to no group and come out as zeros. `max_group_size`: a
+    bound on every group's size, if known (the grouped GEMMs may then read weights in place).
     """
     def matmul(lhs, rhs):  # (M, K) x (G, K, N) -> (M, N)
         if precision == "bf16":
-            return kernels.ragged_dot(lhs, rhs, group_sizes, choice=choice)
+            return kernels.ragged_dot(lhs, rhs, group_sizes, choice=choice,
+                                      max_group_size=max_group_size)
         return fp8_ragged_dot(lhs, rhs, group_sizes, precision, choice=choice)
 
     if precision == "bf16" and not may_split("mlp"):
@@ -103,7 +106,9 @@ def local_expert_outputs(x: jax.Array, weights: jax.Array, indices: jax.Array, g
     order = jnp.argsort(local, stable=True)  # (N*K,)
     token_of = order // k  # (N*K,) source token of each sorted row
     group_sizes = jnp.bincount(local, length=g + 1)[:g].astype(jnp.int32)  # (G,)
-    out = grouped_swiglu(x[token_of], gate, up, down, group_sizes, precision, choice)  # (N*K, D)
+    # Each token's K experts are distinct (top-k routing): no expert holds more than N rows.
+    out = grouped_swiglu(x[token_of], gate, up, down, group_sizes, precision, choice,
+                         max_group_size=n)  # (N*K, D)
     # ragged_dot zero-fills rows outside every group; a custom kernel need not, so mask them.
     is_here = jnp.arange(n * k) < group_sizes.sum()  # (N*K,) rows in a local group
     row_weight = jnp.where(is_here, weights.reshape(-1)[order], 0).astype(x.dtype)  # (N*K,)
@@ -115,8 +120,8 @@ def routed_experts(x: jax.Array, weights: jax.Array, indices: jax.Array, gate: j
                    choice: KernelChoice = kernels.XLA) -> jax.Array:
     """y (N, D) in x.dtype = sum_k weights[n, k] * SwiGLU_{indices[n, k]}(x[n]); no token dropped.
 
-    x (N, D); weights (N, K); indices (N, K) int in [0, n_experts); gate/up (E, D, F);
-    down (E, F, D). Expert-parallel when the ambient mesh (`jax.set_mesh`) has an `expert` axis
+    x (N, D); weights (N, K); indices (N, K) int in [0, n_experts), distinct within a row (as
+    top-k gives); gate/up (E, D, F); down (E, F, D). Expert-parallel when the ambient mesh (`jax.set_mesh`) has an `expert` axis
     of size > 1; then N must divide by the token shards and E by the expert shards.
     `precision` is `ModelConfig.precision`, `choice` `kernels.kernel_choice(ModelConfig.kernels)`.
     """

@@ -12,7 +12,7 @@ import pytest
 
 from r1jax.nn import kernels
 from r1jax.nn.fp8_ragged import fp8_ragged_dot
-from r1jax.nn.ragged_tiles import group_tiled_rows, tile_for, tiled_ragged_dot
+from r1jax.nn.ragged_tiles import group_tiled_rows, tile_for, tiled_ragged_dot, use_group_tiles
 from tests import numerics
 
 TOL = 1e-5
@@ -70,6 +70,41 @@ def test_tiled_ragged_dot_matches_ragged_dot_with_gradients(tile):
     np.testing.assert_array_equal(d_lhs[-TRAILING_ROWS:], 0.0)
     np.testing.assert_array_equal(d_rhs[0], 0.0)  # empty groups get no gradient
     np.testing.assert_array_equal(d_rhs[3], 0.0)
+
+
+def test_one_tile_per_group_reads_the_weights_in_place():
+    """With a bound on the group sizes (decoding), group g fills tile g; values and gradients
+    equal ragged_dot's, and the program gathers no weight (no (P, K, N) copy of rhs)."""
+    sizes = (0, 7, 3, 0, 9, 1, 5)  # the largest group holds 9 rows
+    lhs, rhs, group_sizes, d_out = problem(sizes, seed=4)
+    row, group_of_tile = group_tiled_rows(jnp.asarray(sizes), sum(sizes) + 3, 9, True)
+    assert group_of_tile.tolist() == list(range(7))
+    assert row[:7].tolist() == list(range(9, 16)) and row[10:19].tolist() == list(range(36, 45))
+    assert use_group_tiles(lhs.shape[0], rhs.shape[0], max_group_size=9)
+    with jax.default_matmul_precision("highest"):
+        want = jax.jit(lambda *a: value_and_grads(jax.lax.ragged_dot, *a))(lhs, rhs, group_sizes,
+                                                                           d_out)
+        in_place = lambda a, b, g: tiled_ragged_dot(a, b, g, max_group_size=9)  # noqa: E731
+        got = jax.jit(lambda *a: value_and_grads(in_place, *a))(lhs, rhs, group_sizes, d_out)
+        hlo = jax.jit(in_place).lower(lhs, rhs, group_sizes).as_text()
+    for name, g, w in zip(["out", "d_lhs", "d_rhs"], got, want, strict=True):
+        assert_close(g, w, name)
+    np.testing.assert_array_equal(got[0][-TRAILING_ROWS:], 0.0)
+    np.testing.assert_array_equal(got[2][0], 0.0)
+    assert "gather" in hlo  # the rows are gathered back from their tiles ...
+    assert f"tensor<7x{rhs.shape[1]}x{rhs.shape[2]}xf32>" in hlo  # ... the weights enter as they are
+    tiled_hlo = jax.jit(lambda a, b, g: tiled_ragged_dot(a, b, g)).lower(lhs, rhs, group_sizes)
+    p = tiled_hlo.as_text().count(f"x{rhs.shape[1]}x{rhs.shape[2]}xf32>")
+    assert p > hlo.count(f"x{rhs.shape[1]}x{rhs.shape[2]}xf32>")  # the tiled one gathers (P, K, N)
+
+
+def test_one_tile_per_group_only_for_few_rows():
+    """Decoding (16 or 32 tokens x top-2 over 8 experts) takes one tile per expert; training
+    (2048 tokens), where the bound is far above the mean group, keeps the tiles; no bound: tiles."""
+    assert use_group_tiles(32, 8, max_group_size=16)
+    assert use_group_tiles(64, 8, max_group_size=32)
+    assert not use_group_tiles(4096, 8, max_group_size=2048)
+    assert not use_group_tiles(32, 8, max_group_size=None)
 
 
 def test_tiled_ragged_dot_preferred_element_type():
