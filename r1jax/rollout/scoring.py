@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import sys
 import threading
 import unicodedata
 import warnings
@@ -165,8 +166,10 @@ def time_limit(seconds: float):
 
     After `seconds` the alarm repeats every REPEAT_S until the body has ended: a handler that
     runs inside a garbage-collector callback or a `__del__` (sympy makes much garbage, and jax
-    registers gc callbacks) has its exception printed and dropped by Python, and one alarm alone
-    would then leave the verifier running with no limit.
+    registers gc callbacks) has its exception dropped by Python, and one alarm alone would then
+    leave the verifier running with no limit. Such a dropped JudgeTimeout is expected, so it is
+    kept from `sys.unraisablehook` (which would print it, and which pytest turns into a failure);
+    other unraisable exceptions go to the hook as before.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
@@ -175,15 +178,23 @@ def time_limit(seconds: float):
     def expire(signum, frame):
         raise JudgeTimeout(f"judging one completion took more than {seconds} s")
 
+    hook = sys.unraisablehook
+
+    def drop_own_alarms(unraisable):
+        if not isinstance(unraisable.exc_value, JudgeTimeout):
+            hook(unraisable)
+
+    sys.unraisablehook = drop_own_alarms
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT_S)
     try:
         yield
     finally:
-        try:  # an alarm due before the timer stops raises here: the handler is restored anyway
+        try:  # an alarm due before the timer stops raises here: the rest is restored anyway
             signal.setitimer(signal.ITIMER_REAL, 0)
         finally:
             signal.signal(signal.SIGALRM, previous)
+            sys.unraisablehook = hook
 
 
 REPEAT_S = 0.05  # how soon an expired alarm fires again when its exception was dropped

@@ -155,3 +155,45 @@ def test_an_alarm_whose_exception_is_dropped_fires_again(monkeypatch):
         got = scoring.score([BOOM, SOLVED], [EXAMPLE] * 2, time_limit_s=0.2)
     assert time.perf_counter() - start < 2
     assert got.errors.tolist() == [True, False] and got.correct.tolist() == [False, True]
+
+
+def test_an_alarm_dropped_in_a_finalizer_is_kept_from_the_unraisable_hook(monkeypatch):
+    """A `__del__` that runs when the alarm fires drops its JudgeTimeout through
+    `sys.unraisablehook`: expected (the alarm repeats), so the caller's hook does not see it,
+    while another exception dropped in a finalizer still reaches that hook."""
+    import sys
+    import time
+
+    seen = []
+
+    def hook(unraisable):
+        seen.append(unraisable.exc_type)
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+
+    class SlowToFree:
+        def __del__(self):
+            time.sleep(60)
+
+    class FailsToFree:
+        def __del__(self):
+            raise ValueError("a finalizer's own error")
+
+    task = tasks.TASKS["countdown"]
+
+    def frees_slowly(completion, example):
+        FailsToFree()
+        if "boom" in completion:
+            SlowToFree()  # freed at once: the alarm fires inside its __del__
+            time.sleep(60)
+        return task.verify(completion, example)
+
+    monkeypatch.setitem(tasks.TASKS, "countdown", dataclasses.replace(task, verify=frees_slowly))
+    scoring._WARNED.discard(("countdown", "JudgeTimeout"))
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="JudgeTimeout"):
+        got = scoring.score([BOOM, SOLVED], [EXAMPLE] * 2, time_limit_s=0.2)
+    assert time.perf_counter() - start < 2
+    assert got.errors.tolist() == [True, False] and got.correct.tolist() == [False, True]
+    assert seen == [ValueError, ValueError]
+    assert sys.unraisablehook is hook  # restored after each judgement
