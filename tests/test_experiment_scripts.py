@@ -54,6 +54,19 @@ def test_bench_speculative_runs_on_a_random_model(capsys):
     assert "| yes |" in table and "| NO |" not in table
 
 
+def test_bench_decode_ops_forms_agree(capsys):
+    """The decode-op benchmark's two forms of each operation give the same numbers (bit for bit
+    on XLA:CPU), and the one-tile-per-expert form is taken for few tokens only."""
+    from experiments import bench_decode_ops
+
+    bench_decode_ops.main(["--calls", "1", "--rounds", "1"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| latent") or line.startswith("| routed")]
+    assert len(rows) == 5
+    assert [row[1] for row in rows] == ["yes", "yes", "yes", "no (rule)", "no (rule)"]
+    assert all(row[-1] == "0.0e+00 |" for row in rows), rows
+
+
 @pytest.fixture
 def restored_compile_cache_config():
     """The test process's own compilation cache settings (tests/conftest.py), put back after."""
