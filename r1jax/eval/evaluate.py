@@ -14,9 +14,10 @@ import numpy as np
 import tqdm
 
 from r1jax import data as rdata
-from r1jax.field_checks import at_least, between, check_fields, positive
+from r1jax import models
+from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.eval.pass_at_k import cons_at_k_verified, pass_at_1, pass_at_k
-from r1jax.rollout import SamplingConfig, generate, prompt_batches, score
+from r1jax.rollout import DRAFTS, SamplingConfig, generate, prompt_batches, score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +41,16 @@ class EvalConfig:
     seed: int = 1234  # the sampling stream (batch i samples with fold_in(key(seed), i))
     kl_seq_len: int = 128  # rows of written-out solutions on which a student's KL to its teacher
     #                        is measured (r1jax/distill/teacher_kl.py)
+    # "mtp": decode speculatively, the model's MTP module drafting (r1jax/rollout/speculative.py):
+    # the same distribution, fewer main-model steps. One EvalConfig serves every stage of a
+    # recipe, so models without an MTP module (the dense students) decode plainly.
+    draft: str = "none"
 
     def __post_init__(self):
         check_fields(self, num_problems=at_least(1), k=at_least(1), temperature=positive(),
                      top_p=between(0, 1, include_low=False), max_prompt_len=at_least(1),
                      max_new_tokens=at_least(1), prompts_per_batch=at_least(1),
-                     kl_seq_len=at_least(2))
+                     kl_seq_len=at_least(2), draft=one_of(*DRAFTS))
 
 
 def heldout_set(cfg: EvalConfig) -> list[dict]:
@@ -62,8 +67,10 @@ def sample_problems(model_cfg, params, tok, problems: list[dict], cfg: EvalConfi
                     progress: bool = False) -> list[dict]:
     """One record per problem: the problem's fields and its k samples (`texts`, `correct`,
     `answers` (the verifier's canonical answer, None when unparsed), `lengths` in tokens)."""
+    drafts = cfg.draft != "none" and models.mtp_depth(model_cfg) > 0
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, num_samples=cfg.k)
+                              top_p=cfg.top_p, num_samples=cfg.k,
+                              draft=cfg.draft if drafts else "none")
     key = jax.random.key(cfg.seed)
     batches = prompt_batches(tok, problems, batch_size=cfg.prompts_per_batch,
                              max_prompt_len=cfg.max_prompt_len)

@@ -14,6 +14,7 @@ import dataclasses
 from r1jax.eval.evaluate import EvalConfig
 from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.rl.grpo_stage import RLConfig
+from r1jax.rollout import DRAFTS, SamplingConfig
 from r1jax.sharding import MeshConfig
 from r1jax.train.experiment import ExperimentConfig
 
@@ -69,13 +70,22 @@ class DataSetConfig:
     require_correct: bool = True  # keep only samples the task's verifier accepts
     require_format: bool = True  # keep only `<think>..</think> <answer>..</answer>` samples
     min_language_consistency: float = 0.9  # R1 drops CoTs that mix languages
+    # "mtp": decode speculatively, the model's MTP module drafting (a DeepSeek-V3 config with MTP
+    # modules; r1jax/rollout/speculative.py): the same distribution, fewer main-model steps.
+    draft: str = "none"
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def __post_init__(self):
         check_fields(self, num_prompts=at_least(1), k=at_least(1), temperature=positive(),
                      top_p=between(0, 1, include_low=False), max_prompt_len=at_least(1),
                      max_new_tokens=at_least(1), prompts_per_batch=at_least(1),
-                     min_language_consistency=between(0, 1))
+                     min_language_consistency=between(0, 1), draft=one_of(*DRAFTS))
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        """How the teacher is sampled for a rejection set."""
+        return SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                              top_p=self.top_p, draft=self.draft)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -206,11 +206,9 @@ class Pipeline:
         d = getattr(self.cfg, s.name)
         problems = rdata.distinct_problems(d.task, num_problems=d.num_prompts, seed=d.seed,
                                            split=tasks.TRAIN, **dict(d.task_kwargs))
-        sampling = SamplingConfig(max_new_tokens=d.max_new_tokens, temperature=d.temperature,
-                                  top_p=d.top_p)
         records, stats = rejection_sample(
             self.model_of(s.teacher), self.params(s.teacher, d.mesh), self.tok, problems, k=d.k,
-            sampling=sampling, prompts_per_batch=d.prompts_per_batch, seed=d.seed,
+            sampling=d.sampling, prompts_per_batch=d.prompts_per_batch, seed=d.seed,
             teacher_name=self.output(s.teacher), require_correct=d.require_correct,
             require_format=d.require_format, min_language_consistency=d.min_language_consistency,
             max_prompt_len=d.max_prompt_len, mesh=make_mesh(d.mesh))

@@ -17,11 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import data as rdata
-from r1jax.field_checks import at_least, between, check_fields, positive
+from r1jax import models
+from r1jax.field_checks import at_least, between, check_fields, one_of, positive
 from r1jax.interop import hf
 from r1jax.rl.grpo import dynamic_sampling_mask, group_advantages, overlong_penalty
 from r1jax.rl.grpo_step import GRPOConfig, grpo_batch, grpo_step_fn, sequence_logprobs
-from r1jax.rollout import SamplingConfig, check_rewards, generate, score
+from r1jax.rollout import DRAFTS, SamplingConfig, check_rewards, generate, score
 from r1jax.sharding import MeshConfig, batch_sharding, batch_shards, global_array, make_mesh
 from r1jax.train import loop
 from r1jax.train.experiment import TrainConfig, to_dict
@@ -44,6 +45,9 @@ class RLConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0  # R1-Zero rollouts [Nature Methods]; R1's final stage uses 0.7
     top_p: float = 1.0
+    # "mtp": decode speculatively, the model's MTP module drafting (a DeepSeek-V3 config with MTP
+    # modules; r1jax/rollout/speculative.py): the same distribution, fewer main-model steps.
+    draft: str = "none"
     rewards: tuple = (("accuracy", 1.0), ("format", 1.0))  # equal weights, as R1
     grpo: GRPOConfig = dataclasses.field(default_factory=GRPOConfig)
     # 3e-5 for the tiny recipes: 3e-4 collapsed the policy (KL to the reference ~0.9/token) and
@@ -62,7 +66,7 @@ class RLConfig:
     def __post_init__(self):
         check_fields(self, prompts_per_step=at_least(1), max_prompt_len=at_least(1),
                      max_new_tokens=at_least(1), temperature=positive(),
-                     top_p=between(0, 1, include_low=False))
+                     top_p=between(0, 1, include_low=False), draft=one_of(*DRAFTS))
         if not self.rewards:
             raise ValueError("RLConfig.rewards is empty: name at least one (reward, weight) pair")
         check_rewards(self.rewards)
@@ -86,6 +90,8 @@ class RolloutBatches(loop.BatchSource):
     """GRPO's batch source: every batch is a fresh, scored rollout of the current policy."""
 
     def __init__(self, model_cfg, rl: RLConfig, tok):
+        if rl.draft != "none":
+            models.check_has_mtp(model_cfg)  # before anything is compiled
         self.model_cfg, self.rl, self.tok = model_cfg, rl, tok
         examples = rdata.examples_of(rl.task, seed=rl.prompt_seed, fields=rl.fields,
                                      **dict(rl.task_kwargs))
@@ -93,7 +99,8 @@ class RolloutBatches(loop.BatchSource):
             examples, tok, max_prompt_len=rl.max_prompt_len, batch_size=rl.prompts_per_step,
             seed=rl.prompt_seed))
         self.sampling = SamplingConfig(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                                       top_p=rl.top_p, num_samples=rl.grpo.group_size)
+                                       top_p=rl.top_p, num_samples=rl.grpo.group_size,
+                                       draft=rl.draft)
         self.key = jax.random.key(rl.sampling_seed)
         self.steps_done = 0
         self.ref = None  # the reference policy pi_ref: restored, or a copy of the initial policy
