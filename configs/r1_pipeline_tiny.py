@@ -24,14 +24,14 @@ Tasks where reasoning can grow (arguments, combinable with `llama` and `runlocal
                       carries forgotten ("guess 451" for 482+79: short, right only without a
                       carry), and otherwise work the columns out; the cold start is worked
                       solutions only; the teacher pretrains 2000 steps. Over 3 seeds R1-Zero's
-                      rollout accuracy and length rose together (+12.5 points, +1.2 tokens) and
-                      the student distilled from R1 beat GRPO alone by 48 ± 10 points pass@1
+                      rollout accuracy and length rose together (+8.2 points, +1.0 tokens) and
+                      the student distilled from R1 beat GRPO alone by 41 ± 15 points pass@1
                       (README "Where distillation beats RL")
           :checked    addition whose solutions guess the sum at a glance, carries forgotten,
                       and 60% of the time check it by working the columns out ("ok" / "no");
                       the teacher pretrains 2000 steps; 64 new tokens. Over 3 seeds R1-Zero's
-                      share of checking responses rose with its accuracy and length (+7.3
-                      points, +5.4 points, +2.0 tokens; README "R1-Zero learns to check")
+                      share of checking responses rose with its accuracy and length (+7.7
+                      points, +2.4 points, +2.0 tokens; README "R1-Zero learns to check")
           :countdown  Countdown with numbers 1-9, solutions trying up to 6 combinations, each
                       checked ("yes" / "no"; the noisy ones say "yes" to a miss); 128 new tokens.
                       Not yet tuned: R1-Zero did not raise its share of revising responses or
