@@ -38,7 +38,6 @@ from r1jax.recipe.export import stage_model, tokenizer_file
 from r1jax.recipe.hf_stages import (check_checkpoint_starts, import_stage, is_imported,
                                    recorded_import_is_current)
 from r1jax.rl import grpo_stage
-from r1jax.rollout import SamplingConfig
 from r1jax.sharding import make_mesh
 from r1jax.train import supervised
 from r1jax.train.checkpoint import latest_step, load_params
