@@ -93,6 +93,12 @@ def bench_shape(m: int, k: int, n: int, iters: int) -> dict:
     return row
 
 
+def number(value: float) -> str:
+    """Three decimals, or three significant digits where those would round a small value to 0
+    (an emulated FP8 GEMM on CPU runs at well under 0.001 TFLOP/s)."""
+    return f"{value:.3f}" if abs(value) >= 0.1 else f"{value:.3g}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +121,7 @@ def main(argv=None):
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" if c == "shape" else "---:" for c in columns) + "|")
     for row in rows:
-        cells = [row[c] if c == "shape" else (f"{row[c]:.2e}" if c.startswith("err") else f"{row[c]:.3f}")
+        cells = [row[c] if c == "shape" else (f"{row[c]:.2e}" if c.startswith("err") else number(row[c]))
                  for c in columns]
         print("| " + " | ".join(cells) + " |")
 

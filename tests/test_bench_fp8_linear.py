@@ -11,3 +11,10 @@ def test_bench_fp8_linear_prints_a_table(capsys):
     cells = [c.strip() for c in lines[0].strip("|").split("|")]
     assert cells[1:4] == ["0.00e+00"] * 3  # err y, dx, dw
     assert all(float(c) > 0 for c in cells[4:])
+
+
+def test_small_numbers_keep_their_digits():
+    """A throughput far under 0.001 (an emulated GEMM on a loaded machine) must not print as 0."""
+    assert bench_fp8_linear.number(0.00031) == "0.00031"
+    assert float(bench_fp8_linear.number(4.2e-7)) > 0
+    assert bench_fp8_linear.number(1234.5678) == "1234.568"
