@@ -12,6 +12,7 @@ tokenizer's path) once per run however the work-stealing scheduler spreads its t
 import json
 import os
 import pathlib
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Set before jax is imported (here and in every subprocess, which inherits the environment).
@@ -45,11 +46,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _warn_afresh():
+    """The scorer warns once per process about each (task, error type); each test starts afresh,
+    so a test that expects the warning does not depend on which tests its worker ran before."""
+    scoring = sys.modules.get("r1jax.rollout.scoring")
+    if scoring is not None:
+        scoring._WARNED.clear()
+
+
 @pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory, worker_id) -> pathlib.Path:
+def shared_dir(tmp_path_factory) -> pathlib.Path:
     """A directory every worker of this test run sees (the per-run base of pytest's tmp dirs)."""
     base = tmp_path_factory.getbasetemp()
-    return base.parent if worker_id != "master" else base
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ def _run(workdir, name, model_cfg, mesh_cfg, optim, train, make_step, source, re
     if ckpt.latest_step() is not None:  # before anything is written or restored
         for note in check_resume(workdir, record, pinned):
             if main_process:
-                print(f"{name}: resuming with a changed config: {note}")
+                print(f"{name}: resuming with a changed config: {note}", flush=True)
     restored = ckpt.restore({"train": abstract, **source.abstract_extra(abstract.params)})
     if restored is not None:
         tree, data_state = restored
@@ -187,7 +187,9 @@ def _run(workdir, name, model_cfg, mesh_cfg, optim, train, make_step, source, re
                 if stopping:
                     ckpt.wait()  # durable before it is announced
                     if main_process:
-                        print(f"{name}: stopped at step {done}; checkpoint saved in {ckpt.directory}")
+                        # flushed: a further signal may end the process before stdout would be
+                        print(f"{name}: stopped at step {done}; checkpoint saved in {ckpt.directory}",
+                              flush=True)
                     break
             ckpt.close()
     finally:

@@ -24,6 +24,9 @@ def start_hung(workdir, hang_after=3, grace_s=2):
 def test_sigterm_ends_a_process_stuck_outside_the_step(tmp_path):
     proc = start_hung(tmp_path)
     wait_for_lines(tmp_path, 3, proc)
+    while 3 not in checkpoint_steps(tmp_path):  # step 3's checkpoint is written in the background
+        assert proc.poll() is None, finish(proc, timeout=60, ok=False)[-2000:]
+        time.sleep(0.01)
     time.sleep(0.5)  # the batch source is now asleep
     sent = time.time()
     proc.send_signal(signal.SIGTERM)
