@@ -22,6 +22,7 @@ from flax import nnx
 from r1jax.config import ModelConfig
 from r1jax.models import deepseek_v3, dense, llama, qwen2
 from r1jax.models.deepseek_v3 import DeepseekV3
+from r1jax.nn.mla import absorbed_weights
 from r1jax.nn.params import merge_params, variable_axes, variable_roles
 
 # Config type -> module with the same functional API (DeepSeek-V3 is this module itself).
@@ -131,6 +132,17 @@ def _latent_cache(cfg: ModelConfig, layers: int, batch: int, max_len: int, dtype
         "key_valid": jnp.zeros((batch, max_len), jnp.bool_),
         "index": jnp.zeros((), jnp.int32),
     }
+
+
+@_dispatch_on_config
+def with_decode_weights(cfg: ModelConfig, params: dict, cache: dict) -> dict:
+    """`cache` plus what every decode step would otherwise derive from the weights again: each
+    MLA layer's W_UK and W_UV in the absorbed path's layouts (r1jax/nn/mla.py). For a loop of
+    cached calls (the sampler's), computed once before it; the outputs are unchanged."""
+    dt = jnp.dtype(cfg.dtype)
+    absorbed = tuple(absorbed_weights(params["layers"][i]["attn"]["kv_b"].astype(dt),
+                                      cfg.qk_nope_head_dim) for i in range(cfg.num_layers))
+    return {**cache, "absorbed": absorbed}
 
 
 def check_has_mtp(cfg) -> None:

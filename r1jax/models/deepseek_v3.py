@@ -137,7 +137,9 @@ class DeepseekV3(nnx.Module):
             h, aux, layer_cache = layer(h, cos, sin, mask, token_mask, layer_cache, index)
             return constrain(h, ACTIVATION_AXES), (aux, layer_cache)
 
-        layer_caches = None if cache is None else list(zip(cache["c_kv"], cache["k_rope"]))
+        # (c_kv, k_rope[, (W_UK, W_UV)]) per layer: the weights when computed ahead (api.py)
+        ahead = [cache["absorbed"]] if cache is not None and "absorbed" in cache else []
+        layer_caches = None if cache is None else list(zip(cache["c_kv"], cache["k_rope"], *ahead))
         h, outputs = run_layers(self.layers, apply, h, layer_caches,
                                 scan=scan_this_call(cfg.scan_layers, cache))
         loads, balance = [], jnp.zeros((), jnp.float32)
@@ -154,7 +156,8 @@ class DeepseekV3(nnx.Module):
         if cache is not None:
             aux["cache"] = {"c_kv": tuple(c for _, (c, _) in outputs),
                             "k_rope": tuple(r for _, (_, r) in outputs),
-                            "key_valid": cache_valid, "index": index + t}
+                            "key_valid": cache_valid, "index": index + t,
+                            **({"absorbed": cache["absorbed"]} if ahead else {})}
             aux["hidden"] = h_main  # (B, T, D): what the MTP module drafts from (`mtp_draft`)
         elif with_mtp and len(self.mtp):
             aux["mtp_logits"], aux["mtp_expert_load"] = self.mtp_logits(

@@ -299,6 +299,11 @@ def init_cache(cfg: DenseConfig, batch: int, max_len: int, dtype=jnp.float32) ->
             "key_valid": jnp.zeros((batch, max_len), jnp.bool_), "index": jnp.zeros((), jnp.int32)}
 
 
+def with_decode_weights(cfg: DenseConfig, params: dict, cache: dict) -> dict:
+    """`cache` as it is: a dense decode step reads its weights as stored."""
+    return cache
+
+
 def count_params(cfg: DenseConfig) -> dict[str, int]:
     """Counts from abstract shapes. `non_embedding` leaves out the embedding and an untied head,
     as the Qwen2.5 report counts; every param is active, and there is no MTP."""

@@ -24,6 +24,10 @@ can is a property of the batch, so it is checked on the (B, T, S) mask at run ti
                  prompts, the sampler's left-padded prompts (S0 = padding), and generation,
                  finished rows included (their invalid new slots come after the run).
 Other masks (holes inside a row's cache, segment_ids) take the XLA formulations.
+
+The absorbed path reads W_UK and W_UV per head, (H, C, N) and (H, V, C) (`absorbed_weights`).
+The sampler computes them once before its decode loop and hands them in with the cache: left to
+XLA:CPU, the two transposes of kv_b became physical copies inside the loop, run at every step.
 """
 
 from __future__ import annotations
@@ -116,9 +120,6 @@ class MLA(nnx.Module):
         q_down, kv_down = self.down_projections(x)  # (B, T, Q) or None, (B, T, C+R)
         q_nope, q_rope = self.queries(x, q_down, cos, sin)
         c_kv, k_rope = self.latents(kv_down, cos, sin)
-        # kv_b is always a float array (never kept in FP8): the absorbed path splits it per head.
-        w_kv = self.kv_b[...].astype(dt)  # (C, H, N+V)
-        w_uk, w_uv = w_kv[..., :n], w_kv[..., n:]
         if cache_layer is None:
             kv = project(c_kv, self.kv_b[...], cfg.precision, cfg.kernels)  # (B, S, H, N+V)
             k_nope, v = kv[..., :n], kv[..., n:]
@@ -156,12 +157,13 @@ class MLA(nnx.Module):
                 o = xla_attention(*args)
             new_cache = None
         else:
-            cache_c, cache_r = cache_layer
+            cache_c, cache_r, *given = cache_layer  # given: [(w_uk, w_uv)] computed ahead
+            w_uk, w_uv = given[0] if given else absorbed_weights(self.kv_b[...].astype(dt), n)
             cache_c = jax.lax.dynamic_update_slice_in_dim(cache_c, c_kv.astype(cache_c.dtype),
                                                           cache_index, axis=1)
             cache_r = jax.lax.dynamic_update_slice_in_dim(cache_r, k_rope.astype(cache_r.dtype),
                                                           cache_index, axis=1)
-            q_lat = jnp.einsum("bthn,chn->bthc", q_nope, w_uk)  # (B, T, H, C) absorbed W_UK
+            q_lat = jnp.einsum("bthn,hcn->bthc", q_nope, w_uk)  # (B, T, H, C) absorbed W_UK
             keys_c, keys_r = cache_c.astype(dt), cache_r.astype(dt)  # (B, S, C), (B, S, R)
 
             def xla_latent_attention(q_lat, q_rope, keys_c, keys_r):
@@ -188,9 +190,16 @@ class MLA(nnx.Module):
                 o_lat = jax.lax.cond(fits, kernel_latent_attention, xla_latent_attention, *args)
             else:
                 o_lat = xla_latent_attention(*args)
-            o = jnp.einsum("bthc,chv->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
+            o = jnp.einsum("bthc,hvc->bthv", o_lat, w_uv)  # (B, T, H, V) absorbed W_UV
             new_cache = (cache_c, cache_r)
         return project_in(o, self.o.get_value(), cfg.precision, 2, cfg.kernels), new_cache  # (B, T, D)
+
+
+def absorbed_weights(kv_b: jax.Array, nope_dim: int) -> tuple[jax.Array, jax.Array]:
+    """kv_b (C, H, N+V) -> W_UK (H, C, N), W_UV (H, V, C): the layouts the absorbed path's two
+    per-head products read (a float kv_b: it is never kept in FP8)."""
+    return (kv_b[..., :nope_dim].transpose(1, 0, 2),  # (H, C, N)
+            kv_b[..., nope_dim:].transpose(1, 2, 0))  # (H, V, C)
 
 
 def heads_qk(q_nope, q_rope, k_nope, k_rope) -> tuple[jax.Array, jax.Array]:

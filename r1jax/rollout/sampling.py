@@ -77,7 +77,8 @@ def grow_cache(cfg: ModelConfig, cache: dict, slots: int) -> dict:
             return buffer
         return jax.lax.dynamic_update_slice(empty_buffer, buffer, (0,) * buffer.ndim)
 
-    return jax.tree.map(copy_into, empty, cache)
+    grown = jax.tree.map(copy_into, empty, {key: cache[key] for key in empty})
+    return {**cache, **grown}  # entries without slots (models.with_decode_weights) carry over
 
 
 def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
@@ -132,7 +133,8 @@ def _sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens:
         return (step < end) & ~jnp.all(done)
 
     # Rows that stopped (and steps never run) hold token 0, logprob 0, mask False.
-    carry = (jnp.zeros((), jnp.int32), logits[:, -1], aux["cache"], next_pos,
+    cache = models.with_decode_weights(cfg, params, aux["cache"])  # once, not every step
+    carry = (jnp.zeros((), jnp.int32), logits[:, -1], cache, next_pos,
              jnp.zeros((rows,), jnp.bool_), jnp.zeros((rows, n), jnp.int32),
              jnp.zeros((rows, n), jnp.float32), jnp.zeros((rows, n), jnp.bool_))
     # Once every row has stopped, each later segment's first test fails: no step runs.

@@ -165,7 +165,8 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
 
     # ---------------------------------------------------------------- loop
     zeros = jnp.zeros((rows,), jnp.int32)
-    init = (jnp.zeros((), jnp.int32), aux["cache"], mtp_cache, first, positions[:, -1] + 1, draft,
+    cache = models.with_decode_weights(cfg, params, aux["cache"])  # once, not every step
+    init = (jnp.zeros((), jnp.int32), cache, mtp_cache, first, positions[:, -1] + 1, draft,
             q_logits, count, done, toks, logps, zeros, zeros)
     out = jax.lax.while_loop(running, body, init)
     count, toks, logps, proposed, accepted = out[7], out[9], out[10], out[11], out[12]
