@@ -67,6 +67,22 @@ def test_bench_decode_ops_forms_agree(capsys):
     assert all(row[-1] == "0.0e+00 |" for row in rows), rows
 
 
+def test_profile_decode_charges_the_loop_to_model_code(capsys):
+    """The decode profile on a random tiny model: its operations are charged to the model's
+    code, the latent attention and the routed experts among them, with shares of the total."""
+    from experiments import profile_decode
+
+    profile_decode.main(["--size", "tiny", "--rows", "2", "--prompt", "4", "--new_tokens", "3",
+                         "--runs", "1", "--top", "100"])
+    out = capsys.readouterr().out
+    by_site = out.split("\n\n| r1jax code | operation")[0]
+    shares = {line.split(" | ")[0][2:]: float(line.split(" | ")[2].rstrip("% |"))
+              for line in by_site.splitlines() if line.startswith("| ") and line.endswith("% |")}
+    assert "nn/mla.py xla_latent_attention" in shares, shares
+    assert any(site.startswith("nn/ragged_tiles.py") for site in shares), shares
+    assert abs(sum(shares.values()) - 100) < 1, shares
+
+
 @pytest.fixture
 def restored_compile_cache_config():
     """The test process's own compilation cache settings (tests/conftest.py), put back after."""

@@ -1,0 +1,105 @@
+"""Where the sampler's time goes: XLA:CPU's per-operation trace of greedy generation, summed by
+model code and by operation shape.
+
+  python experiments/profile_decode.py [--size deepseek_v3_small] [--rows 16] [--prompt 32]
+      [--new_tokens 128] [--runs 2] [--top 25]
+
+Compiles the sampler (prefill + the decode loop, `r1jax/rollout/sampling.py`) for a random model
+of a named size, traces `--runs` generations with `jax.profiler`, and charges every executed XLA
+operation to the r1jax function that emitted it, as `experiments/profile_train_step.py` does.
+Prints milliseconds per generation and shares: by model code, then by (code, operation kind,
+output shape), where a copy of a weight inside the loop shows as a kLoop fusion of its shape.
+On a machine shared with other jobs read shares, not totals; pin it (`taskset -c 0`) for the
+one-core picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.cli import single_process_only  # noqa: E402
+from experiments.profile_train_step import operation_sites  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from r1jax import config, models  # noqa: E402
+from r1jax.eval.machine import describe  # noqa: E402
+from r1jax.rollout.sampling import SamplingConfig, _sample  # noqa: E402
+
+
+def traced_milliseconds(run, runs: int) -> list[dict]:
+    """The complete events of `runs` calls of run() in jax.profiler's trace."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        for _ in range(runs):
+            run()
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="deepseek_v3_small", choices=sorted(config.SIZES))
+    parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    single_process_only("experiments/profile_decode.py")
+    jax.config.update("jax_traceback_in_locations_limit", 64)  # deep enough to reach the caller
+    cfg = config.get_model_config(args.size)
+    params = models.init(cfg, jax.random.key(0))
+    tokens = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.rows, args.prompt))
+    prompt, mask = jnp.asarray(tokens, jnp.int32), jnp.ones((args.rows, args.prompt), jnp.int32)
+    # The shapes `sample` compiles for greedy decoding (temperature and top-p are traced values).
+    scfg = dataclasses.replace(SamplingConfig(max_new_tokens=args.new_tokens, greedy=True),
+                               temperature=1.0, top_p=1.0)
+    call = (cfg, scfg, params, prompt, mask, jax.random.key(0), np.float32(1), np.float32(1))
+    hlo = _sample.lower(*call).compile().as_text()
+    sites = operation_sites(hlo)
+    shapes = dict(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+)", hlo, re.M))
+
+    def run():
+        jax.block_until_ready(_sample(*call))
+
+    run()  # compile + warm-up
+    by_site, by_op = collections.Counter(), collections.Counter()
+    for e in traced_milliseconds(run, args.runs):
+        name = e.get("name")
+        if name in sites:
+            ms = e["dur"] / 1e3 / args.runs
+            by_site[sites[name]] += ms
+            by_op[(sites[name], name.rstrip("0123456789."), shapes.get(name, "?"))] += ms
+    total = sum(by_site.values())
+    print(f"{args.size}, greedy {args.rows} x ({args.prompt} + {args.new_tokens}), "
+          f"{args.runs} traced generations; {describe()}")
+    print(f"XLA operations: {total:.1f} ms per generation\n")
+    print("| r1jax code | ms per generation | share |\n|---|---:|---:|")
+    for site, ms in by_site.most_common(args.top):
+        print(f"| {site} | {ms:.1f} | {100 * ms / total:.1f}% |")
+    print("\n| r1jax code | operation | output | ms per generation | share |\n|---|---|---|---:|---:|")
+    for (site, op, shape), ms in by_op.most_common(args.top):
+        print(f"| {site} | {op} | `{shape}` | {ms:.1f} | {100 * ms / total:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
