@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import glob
-import gzip
-import json
 import os
 import re
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cli import single_process_only  # noqa: E402
-from experiments.profile_train_step import operation_sites  # noqa: E402
+from experiments.profile_train_step import (operation_sites, print_shares,  # noqa: E402
+                                             traced_events)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -38,20 +35,6 @@ import numpy as np  # noqa: E402
 from r1jax import config, models  # noqa: E402
 from r1jax.eval.machine import describe  # noqa: E402
 from r1jax.rollout.sampling import SamplingConfig, _sample  # noqa: E402
-
-
-def traced_milliseconds(run, runs: int) -> list[dict]:
-    """The complete events of `runs` calls of run() in jax.profiler's trace."""
-    with tempfile.TemporaryDirectory() as trace_dir:
-        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-        for _ in range(runs):
-            run()
-        jax.profiler.stop_trace()
-        (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
-        with gzip.open(path) as f:
-            events = json.load(f)
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    return [e for e in events if e.get("ph") == "X"]
 
 
 def main(argv=None):
@@ -83,22 +66,19 @@ def main(argv=None):
 
     run()  # compile + warm-up
     by_site, by_op = collections.Counter(), collections.Counter()
-    for e in traced_milliseconds(run, args.runs):
-        name = e.get("name")
-        if name in sites:
+    for e in traced_events(run, args.runs):
+        if e.get("name") in sites:
             ms = e["dur"] / 1e3 / args.runs
-            by_site[sites[name]] += ms
-            by_op[(sites[name], name.rstrip("0123456789."), shapes.get(name, "?"))] += ms
+            by_site[sites[e["name"]]] += ms
+            by_op[(sites[e["name"]], e["name"].rstrip("0123456789."),
+                   f"`{shapes.get(e['name'], '?')}`")] += ms
     total = sum(by_site.values())
     print(f"{args.size}, greedy {args.rows} x ({args.prompt} + {args.new_tokens}), "
           f"{args.runs} traced generations; {describe()}")
     print(f"XLA operations: {total:.1f} ms per generation\n")
-    print("| r1jax code | ms per generation | share |\n|---|---:|---:|")
-    for site, ms in by_site.most_common(args.top):
-        print(f"| {site} | {ms:.1f} | {100 * ms / total:.1f}% |")
-    print("\n| r1jax code | operation | output | ms per generation | share |\n|---|---|---|---:|---:|")
-    for (site, op, shape), ms in by_op.most_common(args.top):
-        print(f"| {site} | {op} | `{shape}` | {ms:.1f} | {100 * ms / total:.1f}% |")
+    print_shares(by_site, "generation", args.top)
+    print()
+    print_shares(by_op, "generation", args.top, total)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,35 @@ def operation_sites(hlo: str) -> dict[str, str]:
     return sites
 
 
-def main():
+def traced_events(run, calls: int) -> list[dict]:
+    """The complete ("X") events of `calls` calls of run() in jax.profiler's trace."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        for _ in range(calls):
+            run()
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def print_shares(ms: collections.Counter, per: str, top: int, total: float | None = None) -> None:
+    """A markdown table of the `top` largest entries of ms (key: a cell or a tuple of cells),
+    milliseconds `per` call and shares of `total` (default: their sum)."""
+    total = sum(ms.values()) if total is None else total
+    first = next(iter(ms), ("",))
+    cells = len(first) if isinstance(first, tuple) else 1
+    names = ["r1jax code", "operation", "output"][:cells]
+    print("| " + " | ".join(names) + f" | ms per {per} | share |")
+    print("|" + "---|" * cells + "---:|---:|")
+    for key, t in ms.most_common(top):
+        key = key if isinstance(key, tuple) else (key,)
+        print("| " + " | ".join(key) + f" | {t:.1f} | {100 * t / total:.1f}% |")
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="deepseek_v3_small", choices=sorted(config.SIZES))
@@ -101,7 +129,7 @@ def main():
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=25)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     single_process_only("experiments/profile_train_step.py")
     jax.config.update("jax_traceback_in_locations_limit", 64)  # deep enough to reach the caller
     cfg = config.get_model_config(args.size).replace(dtype=args.dtype)
@@ -114,31 +142,23 @@ def main():
              "loss_mask": np.ones((args.batch, args.seq), bool)}
     step = jax.jit(sft_step_fn(cfg, tx), donate_argnums=0)
     sites = operation_sites(step.lower(state, batch).compile().as_text())
-    state, metrics = step(state, batch)  # compile + warm-up
-    jax.block_until_ready(metrics["loss"])
-    with tempfile.TemporaryDirectory() as trace_dir:
-        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-        for _ in range(args.steps):
-            state, metrics = step(state, batch)
-            jax.block_until_ready(metrics["loss"])
-        jax.profiler.stop_trace()
-        (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
-        with gzip.open(path) as f:
-            events = json.load(f)
-    events = events["traceEvents"] if isinstance(events, dict) else events
+    carry = {"state": state}
+
+    def run():
+        carry["state"], metrics = step(carry["state"], batch)
+        jax.block_until_ready(metrics["loss"])
+
+    run()  # compile + warm-up
     ms = collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and e.get("name") in sites:
+    for e in traced_events(run, args.steps):
+        if e.get("name") in sites:
             ms[sites[e["name"]]] += e["dur"] / 1e3 / args.steps
-    total = sum(ms.values())
     from r1jax.eval.machine import describe
 
     print(f"{args.size} {args.dtype} {args.batch}x{args.seq}, sft_step, {args.steps} traced steps; "
           f"{describe()}")
-    print(f"XLA operations: {total:.1f} ms per step\n")
-    print("| r1jax code | ms per step | share |\n|---|---:|---:|")
-    for site, t in ms.most_common(args.top):
-        print(f"| {site} | {t:.1f} | {100 * t / total:.1f}% |")
+    print(f"XLA operations: {sum(ms.values()):.1f} ms per step\n")
+    print_shares(ms, "step", args.top)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,18 @@ def test_bench_decode_ops_forms_agree(capsys):
     assert all(row[-1] == "0.0e+00 |" for row in rows), rows
 
 
+def test_profile_train_step_charges_forward_and_backward(capsys):
+    """The train-step profile on a tiny model: backward operations are marked, shares add up."""
+    from experiments import profile_train_step
+
+    profile_train_step.main(["--size", "tiny", "--batch", "2", "--seq", "16", "--steps", "1",
+                             "--top", "1000"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and line.endswith("% |")]
+    assert any(row[0].endswith(" bwd") for row in rows), rows
+    assert abs(sum(float(row[2].rstrip("% |")) for row in rows) - 100) < 1, rows
+
+
 def test_profile_decode_charges_the_loop_to_model_code(capsys):
     """The decode profile on a random tiny model: its operations are charged to the model's
     code, the latent attention and the routed experts among them, with shares of the total."""
