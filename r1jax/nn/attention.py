@@ -52,7 +52,8 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
     row_max = jnp.max(scores, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    p = jnp.where(mask, jnp.exp(scores - row_max), 0.0)
+    # Masked scores are -inf and row_max is finite, so exp gives exactly 0 there: no second mask.
+    p = jnp.exp(scores - row_max)
     return p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
 
 
