@@ -2,11 +2,14 @@
 model code and by operation shape.
 
   python experiments/profile_decode.py [--size deepseek_v3_small] [--rows 16] [--prompt 32]
-      [--new_tokens 128] [--runs 2] [--top 25]
+      [--new_tokens 128] [--draft none|mtp] [--runs 2] [--top 25]
 
 Compiles the sampler (prefill + the decode loop, `r1jax/rollout/sampling.py`) for a random model
 of a named size, traces `--runs` generations with `jax.profiler`, and charges every executed XLA
 operation to the r1jax function that emitted it, as `experiments/profile_train_step.py` does.
+`--draft mtp` profiles speculative decoding instead (`r1jax/rollout/speculative.py`: the MTP
+module drafts, the main model verifies on 2 tokens per step; a random model's drafts are mostly
+rejected, so read the cost per step, not tokens/s).
 Prints milliseconds per generation and shares: by model code, then by (code, operation kind,
 output shape), where a copy of a weight inside the loop shows as a kLoop fusion of its shape.
 On a machine shared with other jobs read shares, not totals; pin it (`taskset -c 0`) for the
@@ -34,7 +37,9 @@ import numpy as np  # noqa: E402
 
 from r1jax import config, models  # noqa: E402
 from r1jax.eval.machine import describe  # noqa: E402
+from r1jax.rollout.decoding import DRAFTS  # noqa: E402
 from r1jax.rollout.sampling import SamplingConfig, _sample  # noqa: E402
+from r1jax.rollout.speculative import _sample_speculative  # noqa: E402
 
 
 def main(argv=None):
@@ -44,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument("--draft", default="none", choices=DRAFTS)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
@@ -54,15 +60,18 @@ def main(argv=None):
     tokens = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.rows, args.prompt))
     prompt, mask = jnp.asarray(tokens, jnp.int32), jnp.ones((args.rows, args.prompt), jnp.int32)
     # The shapes `sample` compiles for greedy decoding (temperature and top-p are traced values).
-    scfg = dataclasses.replace(SamplingConfig(max_new_tokens=args.new_tokens, greedy=True),
-                               temperature=1.0, top_p=1.0)
+    scfg = dataclasses.replace(SamplingConfig(max_new_tokens=args.new_tokens, greedy=True,
+                                              draft=args.draft), temperature=1.0, top_p=1.0)
+    if args.draft == "mtp":
+        models.check_has_mtp(cfg)
+    sampler = _sample_speculative if args.draft == "mtp" else _sample
     call = (cfg, scfg, params, prompt, mask, jax.random.key(0), np.float32(1), np.float32(1))
-    hlo = _sample.lower(*call).compile().as_text()
+    hlo = sampler.lower(*call).compile().as_text()
     sites = operation_sites(hlo)
     shapes = dict(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+)", hlo, re.M))
 
     def run():
-        jax.block_until_ready(_sample(*call))
+        jax.block_until_ready(sampler(*call))
 
     run()  # compile + warm-up
     by_site, by_op = collections.Counter(), collections.Counter()
@@ -73,7 +82,8 @@ def main(argv=None):
             by_op[(sites[e["name"]], e["name"].rstrip("0123456789."),
                    f"`{shapes.get(e['name'], '?')}`")] += ms
     total = sum(by_site.values())
-    print(f"{args.size}, greedy {args.rows} x ({args.prompt} + {args.new_tokens}), "
+    print(f"{args.size}, greedy {args.rows} x ({args.prompt} + {args.new_tokens}), draft "
+          f"{args.draft}, "
           f"{args.runs} traced generations; {describe()}")
     print(f"XLA operations: {total:.1f} ms per generation\n")
     print_shares(by_site, "generation", args.top)

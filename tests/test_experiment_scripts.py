@@ -79,19 +79,23 @@ def test_profile_train_step_charges_forward_and_backward(capsys):
     assert abs(sum(float(row[2].rstrip("% |")) for row in rows) - 100) < 1, rows
 
 
-def test_profile_decode_charges_the_loop_to_model_code(capsys):
-    """The decode profile on a random tiny model: its operations are charged to the model's
-    code, the latent attention and the routed experts among them, with shares of the total."""
+@pytest.mark.parametrize("draft", ["none", "mtp"])
+def test_profile_decode_charges_the_loop_to_model_code(capsys, draft):
+    """The decode profile on a random tiny model, plain or speculative: its operations are
+    charged to the model's code, the latent attention and the routed experts among them, with
+    shares of the total."""
     from experiments import profile_decode
 
     profile_decode.main(["--size", "tiny", "--rows", "2", "--prompt", "4", "--new_tokens", "3",
-                         "--runs", "1", "--top", "100"])
+                         "--draft", draft, "--runs", "1", "--top", "100"])
     out = capsys.readouterr().out
+    assert f"draft {draft}" in out
     by_site = out.split("\n\n| r1jax code | operation")[0]
     shares = {line.split(" | ")[0][2:]: float(line.split(" | ")[2].rstrip("% |"))
               for line in by_site.splitlines() if line.startswith("| ") and line.endswith("% |")}
     assert "nn/mla.py xla_latent_attention" in shares, shares
     assert any(site.startswith("nn/ragged_tiles.py") for site in shares), shares
+    assert any(site.startswith("rollout/speculative.py") for site in shares) == (draft == "mtp")
     assert abs(sum(shares.values()) - 100) < 1, shares
 
 

@@ -145,6 +145,14 @@ def with_decode_weights(cfg: ModelConfig, params: dict, cache: dict) -> dict:
     return {**cache, "absorbed": absorbed}
 
 
+def with_mtp_decode_weights(cfg: ModelConfig, params: dict, mtp_cache: dict) -> dict:
+    """`with_decode_weights` for the MTP block's cache (`init_mtp_cache`): its W_UK and W_UV,
+    computed once before a loop of `mtp_draft` calls."""
+    check_has_mtp(cfg)
+    kv_b = params["mtp"][0]["block"]["attn"]["kv_b"].astype(jnp.dtype(cfg.dtype))
+    return {**mtp_cache, "absorbed": (absorbed_weights(kv_b, cfg.qk_nope_head_dim),)}
+
+
 def check_has_mtp(cfg) -> None:
     """Raise a ValueError unless `cfg` is a DeepSeek-V3 config with at least one MTP module."""
     if not isinstance(cfg, ModelConfig) or cfg.num_mtp_modules < 1:

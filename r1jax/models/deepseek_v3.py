@@ -199,11 +199,12 @@ class DeepseekV3(nnx.Module):
         mask = attention_mask_for(token_mask, None, cache_valid, index, t)  # (B, T, S)
         cos, sin = rope_cos_sin(cfg, positions)
         emb = lookup_table(self.embed[...].astype(hidden.dtype))[next_tokens]  # (B, T, D)
-        layer_cache = (cache["c_kv"][0], cache["k_rope"][0])
+        ahead = (cache["absorbed"][0],) if "absorbed" in cache else ()  # with_mtp_decode_weights
+        layer_cache = (cache["c_kv"][0], cache["k_rope"][0], *ahead)
         h, _, (c_kv, k_rope) = mod.block(mod.block_input(emb, hidden), cos, sin, mask, token_mask,
                                          layer_cache, index)
         new_cache = {"c_kv": (c_kv,), "k_rope": (k_rope,), "key_valid": cache_valid,
-                     "index": index + t}
+                     "index": index + t, **({"absorbed": cache["absorbed"]} if ahead else {})}
         return self.head(mod.head_norm(h)), new_cache
 
 

@@ -1,5 +1,6 @@
-"""What the rollout layer's decoders share: the sampling options, the logits filter, the choice
-of a token, and the prefill of left-padded prompts into the latent cache.
+"""What the rollout layer's decoders share: the sampling options, the live-length segments of
+the cache and its growth between them, the logits filter, the choice of a token, and the prefill
+of left-padded prompts into the latent cache.
 
 `r1jax/rollout/sampling.py` (one token per step) and `r1jax/rollout/speculative.py` (MTP drafts,
 1 or 2 tokens per step) both build on these, so the two decoders choose tokens and report
@@ -34,14 +35,58 @@ class SamplingConfig:
     num_samples: int = 1  # G samples per prompt
     stop_ids: tuple[int, ...] = ()  # generation of a row ends after any of these (e.g. EOS)
     draft: str = "none"  # one of DRAFTS; "mtp" needs a DeepSeek-V3 config with MTP modules
-    # Plain decoding in K segments of growing live cache length; 1 = all P + N slots every step
-    # (r1jax/rollout/sampling.py). Speculative decoding always attends over all slots.
+    # Decoding in K segments of growing live cache length; 1 = all slots every step
+    # (`decode_segments`; r1jax/rollout/sampling.py and speculative.py).
     decode_buckets: int = 4
 
     def __post_init__(self):
         check_fields(self, max_new_tokens=at_least(1), temperature=positive(),
                      top_p=between(0, 1, include_low=False), top_k=at_least(0),
                      num_samples=at_least(1), draft=one_of(*DRAFTS), decode_buckets=at_least(1))
+
+
+LIVE_LENGTH_MULTIPLE = 8  # live lengths round up to whole vector registers / TPU sublanes
+
+
+def decode_segments(prompt_len: int, new_tokens: int, buckets: int,
+                    slots_per_step: int = 1) -> tuple[tuple[int, int], ...]:
+    """((live_len, end_step), ...): decode steps [previous end_step, end_step) run on a cache of
+    live_len slots. Step s writes slots P + W s .. P + W (s + 1) - 1 (W = `slots_per_step`: 1 for
+    plain decoding, 2 for speculative), so it needs live_len >= P + W (s + 1).
+
+    Live lengths are P + ceil(W N * k / K) for k = 1..K, rounded up to a multiple of 8 (the last
+    is P + W N exactly), duplicates dropped. Quarters (K = 4) over powers of two: each segment is
+    another copy of the decode step in the compiled program, so K bounds the compile time, while
+    the attended slots fall to P + N (K + 1) / (2K) per step on average, 3/4 of what
+    one-live-length-per-step (P + N / 2) would save."""
+    written = slots_per_step * new_tokens
+    segments = []
+    for k in range(1, buckets + 1):
+        live = prompt_len + -(-written * k // buckets)
+        live = min(prompt_len + written, -(-live // LIVE_LENGTH_MULTIPLE) * LIVE_LENGTH_MULTIPLE)
+        if not segments or live > segments[-1][0]:
+            segments.append((live, (live - prompt_len) // slots_per_step))
+    return tuple(segments)
+
+
+def grow_cache(cfg, cache: dict, slots: int, init_cache=models.init_cache) -> dict:
+    """`cache` copied into an empty one of `slots` slots (`init_cache`: models.init_cache of each
+    architecture, or models.init_mtp_cache for the MTP block's; each buffer at the origin of its
+    larger copy, whichever axis holds the slots), the write index carries over."""
+    rows, held = cache["key_valid"].shape
+    if slots < held:
+        raise ValueError(f"slots={slots} < {held}: a cache only grows")
+    if slots == held:
+        return cache
+    empty = init_cache(cfg, rows, slots, jnp.dtype(cfg.dtype))
+
+    def copy_into(empty_buffer, buffer):
+        if empty_buffer.ndim == 0:  # the write index
+            return buffer
+        return jax.lax.dynamic_update_slice(empty_buffer, buffer, (0,) * buffer.ndim)
+
+    grown = jax.tree.map(copy_into, empty, {key: cache[key] for key in empty})
+    return {**cache, **grown}  # entries without slots (models.with_decode_weights) carry over
 
 
 def filter_logits(logits: jax.Array, *, temperature, top_p, top_k: int) -> jax.Array:

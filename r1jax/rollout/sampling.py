@@ -33,53 +33,11 @@ import numpy as np
 
 from r1jax import models
 from r1jax.config import ModelConfig
-from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, filter_logits, prefill,
-                                    token_logprobs)
+from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, decode_segments, filter_logits,
+                                    grow_cache, prefill, token_logprobs)
 from r1jax.rollout.speculative import sample_speculative
 
 __all__ = ["SamplingConfig", "decode_segments", "filter_logits", "grow_cache", "sample"]
-
-LIVE_LENGTH_MULTIPLE = 8  # live lengths round up to whole vector registers / TPU sublanes
-
-
-def decode_segments(prompt_len: int, new_tokens: int, buckets: int) -> tuple[tuple[int, int], ...]:
-    """((live_len, end_step), ...): decode steps [previous end_step, end_step) run on a cache of
-    live_len slots. Step s writes slot P + s, so it needs live_len >= P + s + 1.
-
-    Live lengths are P + ceil(N * k / K) for k = 1..K, rounded up to a multiple of 8 (the last is
-    P + N exactly), duplicates dropped. Quarters (K = 4) over powers of two: each segment is
-    another copy of the decode step in the compiled program, so K bounds the compile time, while
-    the attended slots fall to P + N (K + 1) / (2K) per step on average, 3/4 of what
-    one-live-length-per-step (P + N / 2) would save."""
-    total = prompt_len + new_tokens
-    segments = []
-    for k in range(1, buckets + 1):
-        live = prompt_len + -(-new_tokens * k // buckets)
-        live = min(total, -(-live // LIVE_LENGTH_MULTIPLE) * LIVE_LENGTH_MULTIPLE)
-        if not segments or live > segments[-1][0]:
-            segments.append((live, live - prompt_len))
-    return tuple(segments)
-
-
-def grow_cache(cfg: ModelConfig, cache: dict, slots: int) -> dict:
-    """`cache` copied into an empty one of `slots` slots (models.init_cache of each
-    architecture; each buffer at the origin of its larger copy, whichever axis holds the slots),
-    the write index carries over."""
-    rows, held = cache["key_valid"].shape
-    if slots < held:
-        raise ValueError(f"slots={slots} < {held}: a cache only grows")
-    if slots == held:
-        return cache
-    empty = models.init_cache(cfg, rows, slots, jnp.dtype(cfg.dtype))
-
-    def copy_into(empty_buffer, buffer):
-        if empty_buffer.ndim == 0:  # the write index
-            return buffer
-        return jax.lax.dynamic_update_slice(empty_buffer, buffer, (0,) * buffer.ndim)
-
-    grown = jax.tree.map(copy_into, empty, {key: cache[key] for key in empty})
-    return {**cache, **grown}  # entries without slots (models.with_decode_weights) carry over
-
 
 def sample(cfg: ModelConfig, scfg: SamplingConfig, params: dict, prompt_tokens: jax.Array,
            prompt_mask: jax.Array, rng: jax.Array) -> dict:

@@ -19,7 +19,9 @@ main model's keys of x_i, the MTP block's keys of its input at i, [emb x_{i+1}; 
 2 slots; the draft's slot is kept iff the draft is accepted. A rejected draft leaves a hole:
 attention masks it by key_valid and RoPE uses explicit positions, so x_{i+1} simply takes position
 i+1 in the next step's slot. After the first token (chosen from the prefill) every step yields at
-least one, so S = P + 2N slots suffice.
+least one, so S = P + 2N slots suffice. As in plain decoding, the steps run in segments on caches
+of growing live length (`decode_segments` with 2 slots a step; both caches grow together), so
+early steps attend over the slots written so far, not all P + 2N.
 
 Returned tokens, logprobs (temperature 1, unfiltered: a forward pass over the finished sequence
 gives the same), mask and lengths are those of `sampling.sample`; drafts_proposed and
@@ -36,8 +38,9 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import models
-from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, draw_categorical,
-                                    filter_logits, first_argmax, prefill, token_logprobs)
+from r1jax.rollout.decoding import (SamplingConfig, choose_tokens, decode_segments,
+                                    draw_categorical, filter_logits, first_argmax, grow_cache,
+                                    prefill, token_logprobs)
 
 
 def accept_or_resample(p_logits: jax.Array, q_logits: jax.Array, draft: jax.Array,
@@ -75,7 +78,7 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
                         prompt_mask: jax.Array, rng: jax.Array, temperature: jax.Array,
                         top_p: jax.Array) -> dict:
     n, p = scfg.max_new_tokens, prompt_tokens.shape[1]
-    slots = p + 2 * n
+    segments = decode_segments(p, n, scfg.decode_buckets, slots_per_step=2)  # ((live, end), ..)
     stop_ids = jnp.asarray(scfg.stop_ids or (-1,), jnp.int32)
 
     def filtered(logits):
@@ -91,7 +94,7 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
     prefill_key, loop_key = jax.random.split(rng)
     first_key, draft_key = jax.random.split(prefill_key)
     tokens, mask, positions, logits, aux = prefill(cfg, params, prompt_tokens, prompt_mask,
-                                                   scfg.num_samples, slots)
+                                                   scfg.num_samples, segments[0][0])
     rows = tokens.shape[0]
     first = choose_tokens(logits[:, -1], first_key, scfg, temperature, top_p)  # (R,)
     toks = jnp.zeros((rows, n), jnp.int32).at[:, 0].set(first)
@@ -99,7 +102,7 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
     # The MTP input at prompt position i is [emb x_{i+1}; h_i]; after the last prompt token comes
     # the token just chosen.
     next_tokens = jnp.concatenate([tokens[:, 1:], first[:, None]], axis=1)  # (R, P)
-    mtp_cache = models.init_mtp_cache(cfg, rows, slots, jnp.dtype(cfg.dtype))
+    mtp_cache = models.init_mtp_cache(cfg, rows, segments[0][0], jnp.dtype(cfg.dtype))
     mtp_logits, mtp_cache = models.mtp_draft(cfg, params, next_tokens, aux["hidden"],
                                              positions=positions, attention_mask=mask,
                                              cache=mtp_cache)
@@ -159,16 +162,22 @@ def _sample_speculative(cfg, scfg: SamplingConfig, params: dict, prompt_tokens: 
         return (step + 1, cache, mtp_cache, last, pos, draft, q_logits, count, done, toks, logps,
                 proposed + alive, accepted + ok)
 
-    def running(carry):  # ends once every row has stopped; N steps bound it regardless
+    def running(end, carry):  # a segment ends at its last step, or once every row has stopped
         step, done = carry[0], carry[8]
-        return (step < n) & ~jnp.all(done)
+        return (step < end) & ~jnp.all(done)
 
     # ---------------------------------------------------------------- loop
     zeros = jnp.zeros((rows,), jnp.int32)
     cache = models.with_decode_weights(cfg, params, aux["cache"])  # once, not every step
+    mtp_cache = models.with_mtp_decode_weights(cfg, params, mtp_cache)
     init = (jnp.zeros((), jnp.int32), cache, mtp_cache, first, positions[:, -1] + 1, draft,
             q_logits, count, done, toks, logps, zeros, zeros)
-    out = jax.lax.while_loop(running, body, init)
+    out = init
+    for live, end in segments:  # once every row has stopped, later segments run no step
+        step, cache, mtp_cache, *rest = out
+        out = (step, grow_cache(cfg, cache, live),
+               grow_cache(cfg, mtp_cache, live, models.init_mtp_cache), *rest)
+        out = jax.lax.while_loop(functools.partial(running, end), body, out)
     count, toks, logps, proposed, accepted = out[7], out[9], out[10], out[11], out[12]
     return {"tokens": toks, "logprobs": logps, "mask": jnp.arange(n)[None, :] < count[:, None],
             "lengths": count, "drafts_proposed": proposed, "drafts_accepted": accepted}

@@ -25,26 +25,32 @@ MODELS = {"deepseek_v3": lambda: config.tiny(num_layers=2, init_std=0.1),  # a d
           "qwen2": lambda: qwen2.tiny(init_std=0.1)}
 
 
+@pytest.mark.parametrize("slots_per_step", [1, 2], ids=["plain", "speculative"])
 @pytest.mark.parametrize("prompt_len,new_tokens,buckets", [
     (9, 37, 4), (32, 256, 4), (6, 16, 4), (5, 3, 4), (32, 256, 3), (7, 100, 1), (1, 1, 8)])
-def test_segments_cover_every_step_with_the_slots_it_writes(prompt_len, new_tokens, buckets):
-    segments = decode_segments(prompt_len, new_tokens, buckets)
+def test_segments_cover_every_step_with_the_slots_it_writes(prompt_len, new_tokens, buckets,
+                                                            slots_per_step):
+    w = slots_per_step
+    segments = decode_segments(prompt_len, new_tokens, buckets, w)
     assert 1 <= len(segments) <= buckets
-    assert segments[-1] == (prompt_len + new_tokens, new_tokens)
+    assert segments[-1] == (prompt_len + w * new_tokens, new_tokens)
     start = 0
     for live, end in segments:
         assert end > start, f"empty segment in {segments}"
-        assert prompt_len + (end - 1) + 1 <= live  # the segment's last step writes slot P + end - 1
-        assert live == prompt_len + new_tokens or live % 8 == 0
+        # the segment's last step, end - 1, writes slots up to P + w * end - 1
+        assert prompt_len + w * end <= live
+        assert live == prompt_len + w * new_tokens or live % 8 == 0
         start = end
     if buckets == 1:
-        assert segments == ((prompt_len + new_tokens, new_tokens),)
+        assert segments == ((prompt_len + w * new_tokens, new_tokens),)
 
 
 def test_segments_for_a_prompt_of_32_and_256_new_tokens_are_quarters():
     assert decode_segments(32, 256, 4) == ((96, 64), (160, 128), (224, 192), (288, 256))
     # N = 37 is not a multiple of 4: ceil quarters 10, 19, 28 rounded up to multiples of 8.
     assert decode_segments(9, 37, 4) == ((24, 15), (32, 23), (40, 31), (46, 37))
+    # Speculative steps write 2 slots: quarters of 74 slots (19, 37, 56), rounded up to 8.
+    assert decode_segments(9, 37, 4, 2) == ((32, 11), (48, 19), (72, 31), (83, 37))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -78,25 +84,29 @@ def left_padded_prompts(vocab_size, b=3, p=9, seed=0):
 
 
 @pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "sampled"])
-@pytest.mark.parametrize("name", MODELS)
-def test_bucketed_sampling_equals_sampling_over_every_slot(name, greedy):
+@pytest.mark.parametrize("name,draft", [("deepseek_v3", "none"), ("qwen2", "none"),
+                                        ("deepseek_v3", "mtp")])
+def test_bucketed_sampling_equals_sampling_over_every_slot(name, draft, greedy):
     cfg = MODELS[name]()
     params = models.init(cfg, jax.random.key(0))
     prompt, pmask = left_padded_prompts(cfg.vocab_size)
-    # N = 37 runs 4 segments (9, 37, 4 above); the stop ids end rows early, at different steps.
+    # N = 37 runs 4 segments (9, 37, 4 above); the stop ids end rows early, at different steps
+    # (fewer of them for speculative decoding: its rows reach later segments in fewer steps).
     scfg = SamplingConfig(max_new_tokens=37, greedy=greedy, num_samples=2,
-                          stop_ids=tuple(range(5, 30)))
-    segments = decode_segments(prompt.shape[1], 37, scfg.decode_buckets)
+                          stop_ids=tuple(range(5, 30 if draft == "none" else 10)), draft=draft)
+    segments = decode_segments(prompt.shape[1], 37, scfg.decode_buckets, 1 + (draft == "mtp"))
     assert len(segments) == 4
     every_slot, bucketed = (
         sample(cfg, dataclasses.replace(scfg, decode_buckets=k), params, prompt, pmask,
                jax.random.key(1)) for k in (1, scfg.decode_buckets))
-    for key in ("tokens", "mask", "lengths"):
+    counts = ("drafts_proposed", "drafts_accepted") if draft == "mtp" else ()
+    for key in ("tokens", "mask", "lengths", *counts):
         np.testing.assert_array_equal(np.asarray(bucketed[key]), np.asarray(every_slot[key]),
                                       err_msg=key)
     np.testing.assert_allclose(np.asarray(bucketed["logprobs"]),
                                np.asarray(every_slot["logprobs"]), rtol=0, atol=TOL)
     lengths = np.asarray(every_slot["lengths"])
     assert (lengths < 37).any(), "no row stopped early: the stop case tested nothing"
-    first_segment_steps = segments[0][1]
-    assert lengths.max() > first_segment_steps, "every row stopped in the first segment"
+    # the steps each row ran (a speculative step may emit 2 tokens)
+    steps = np.asarray(every_slot["drafts_proposed"]) if counts else lengths
+    assert steps.max() > segments[0][1], "every row stopped in the first segment"
