@@ -15,7 +15,8 @@ import pytest
 
 from r1jax import config, models
 from r1jax.models.deepseek_v3 import attention_mask_for
-from r1jax.nn.attention import CausalMask, causal_attention, dense_causal_attention
+from r1jax.nn.attention import (CausalMask, causal_attention, dense_causal_attention,
+                                masked_softmax)
 from tests import numerics
 
 TOL = 1e-5
@@ -137,3 +138,28 @@ def test_model_loss_and_gradients_match_the_reference_formulations():
         scale = float(jnp.abs(w).max()) + 1e-30  # gradients of each tensor, relative to its size
         err = float(jnp.abs(g - w).max()) / scale
         assert err <= 1e-4, f"{jax.tree_util.keystr(path)}: {err:.2e}"
+
+
+
+def test_masked_softmax_is_the_float64_softmax_over_visible_keys_and_zero_elsewhere():
+    """Tolerance 1e-6 relative: one float32 softmax of 7 entries against float64."""
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, 2, 7)) * 4
+    mask = rng.random((3, 2, 7)) < 0.6
+    mask[1, 0] = False  # a query that sees no key: zeros, not NaNs
+    mask[2, 1] = True
+    mask[2, 1, 0] = False
+    scores[2, 1, 0] = np.inf  # a hidden score of any value is ignored
+    probs = np.asarray(masked_softmax(jnp.asarray(scores, jnp.float32), jnp.asarray(mask)))
+    want = np.zeros_like(scores)
+    for row in np.ndindex(*scores.shape[:2]):
+        seen = scores[row][mask[row]]
+        if seen.size:
+            want[row][mask[row]] = np.exp(seen - seen.max()) / np.exp(seen - seen.max()).sum()
+    np.testing.assert_allclose(probs, want, rtol=1e-6, atol=1e-7)
+    assert not probs[~mask].any() and not probs[1, 0].any()
+
+    def weighted(s):
+        return jnp.sum(masked_softmax(s, jnp.asarray(mask)) * jnp.arange(7.0))
+    grad = np.asarray(jax.grad(weighted)(jnp.asarray(np.where(mask, scores, 0), jnp.float32)))
+    assert np.isfinite(grad).all() and not grad[~mask].any()  # no gradient to hidden keys
