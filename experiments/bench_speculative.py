@@ -3,19 +3,23 @@
   python experiments/bench_speculative.py --config configs/r1_pipeline_tiny.py \
       --workdir runs/r1_pipeline --stage final_rl [--rows 16] [--repeats 7]
   python experiments/bench_speculative.py [--size tiny] [--rows 16] [--new_tokens 48]
+      [--mtp_modules 1]
 
 With a pipeline workdir: the stage's trained params (its MTP module trained alongside, V3 §2.2),
 the first --rows held-out prompts of its evaluation set, stopping at EOS, max_new_tokens and
 prompt length as its evaluation samples. Without: a random model of --size on random prompts (its
-untrained MTP module drafts at chance level: the cost of a 2-token step without its gain). The
-workdir is only read.
+untrained MTP module drafts at chance level: the cost of a 2-token step without its gain;
+`--mtp_modules 1` gives a size without one, deepseek_v3_small, its MTP module). The workdir is
+only read.
 
 Prints a markdown table for greedy and for T=0.6 / top-p 0.95 (R1's evaluation sampling):
 drafts accepted of proposed, tokens per speculative step (1 + acceptance, less the tokens dropped
 at a stop or at max_new_tokens), generated tokens per second of plain and speculative decoding
 (median of --repeats rounds after a compile call, each round timing one call of both) and their
-ratio, whether the greedy outputs are identical, and mean lengths (the sampled ones should agree
-up to noise).
+ratio, the cost of a speculative step over a plain one (seconds per loop step; the loop runs
+until its longest row stops), whether the greedy outputs are identical, and mean lengths (the
+sampled ones should agree up to noise). With acceptance a, speculative decoding pays when the
+step cost is below 1 + a.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ def stage_setup(args):
 
 def random_setup(args):
     model_cfg = config.get_model_config(args.size)
+    if args.mtp_modules is not None:
+        model_cfg = model_cfg.replace(num_mtp_modules=args.mtp_modules)
     params = models.init(model_cfg, jax.random.key(0))
     prompt = jax.random.randint(jax.random.key(1), (args.rows, 32), 1, model_cfg.vocab_size)
     return model_cfg, params, prompt, jnp.ones_like(prompt, bool), (), args.new_tokens
@@ -96,19 +102,22 @@ def main(argv=None):
     parser.add_argument("--size", default="tiny", help="random model size without a workdir")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--new_tokens", type=int, default=48, help="random model only")
+    parser.add_argument("--mtp_modules", type=int, help="random model only: MTP modules")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     single_process_only("experiments/bench_speculative.py")
     if bool(args.workdir) != bool(args.config):
         parser.error("--workdir and --config go together (the recipe the pipeline ran)")
+    if args.workdir and args.mtp_modules is not None:
+        parser.error("--mtp_modules sets up a random model: the workdir's model is as trained")
     cfg, params, prompt, mask, stop_ids, n = (stage_setup if args.workdir else random_setup)(args)
     source = f"{args.stage} of {args.workdir}" if args.workdir else f"random {args.size}"
 
     print(f"{source}: {prompt.shape[0]} prompts of {prompt.shape[1]} tokens, "
           f"up to {n} new tokens\n")
     print("| decoding | drafts accepted | tokens per step | plain tokens/s | speculative tokens/s "
-          "| speedup | greedy identical | mean length plain / spec. |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| speedup | step cost spec. / plain | greedy identical | mean length plain / spec. |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, kw in (("greedy", dict(greedy=True)), ("T=0.6, top-p 0.95",
                                                       dict(temperature=0.6, top_p=0.95))):
         scfg = SamplingConfig(max_new_tokens=n, stop_ids=stop_ids, **kw)
@@ -120,9 +129,12 @@ def main(argv=None):
                      ) if "greedy" in kw else "-"
         # Tokens after the first (chosen from the prefill) per main-model step on [token, draft].
         per_step = (spec["lengths"] - 1).sum() / max(proposed, 1)
+        # Loop steps: a plain step per token of the longest row; a speculative one per draft.
+        step_cost = (spec_s / max(spec["drafts_proposed"].max(), 1)) / (
+            plain_s / plain["lengths"].max())
         print(f"| {name} | {accepted}/{proposed} ({100 * accepted / max(proposed, 1):.1f}%) | "
               f"{per_step:.2f} | {plain_tps:,.0f} | {spec_tps:,.0f} | "
-              f"{spec_tps / plain_tps:.2f}x | {identical} | "
+              f"{spec_tps / plain_tps:.2f}x | {step_cost:.2f} | {identical} | "
               f"{plain['lengths'].mean():.1f} / {spec['lengths'].mean():.1f} |")
     print(f"\n{describe()}; median of {args.repeats} interleaved rounds after a compile call")
 

@@ -45,13 +45,20 @@ def test_distributed_flags_are_checked(monkeypatch):
 
 def test_bench_speculative_runs_on_a_random_model(capsys):
     """The speculative-decoding benchmark end to end on a random tiny model, 2 rows x 3 tokens:
-    its table has both decodings and greedy speculative output identical to plain greedy."""
+    its table has both decodings, a positive step cost and greedy speculative output identical
+    to plain greedy."""
     from experiments import bench_speculative
 
-    bench_speculative.main(["--rows", "2", "--new_tokens", "3", "--repeats", "1"])
+    bench_speculative.main(["--size", "tiny", "--mtp_modules", "1", "--rows", "2",
+                            "--new_tokens", "3", "--repeats", "1"])
     table = capsys.readouterr().out
-    assert "| greedy |" in table and "| T=0.6, top-p 0.95 |" in table
-    assert "| yes |" in table and "| NO |" not in table
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()
+            if line.startswith("| greedy") or line.startswith("| T=0.6")}
+    assert set(rows) == {"greedy", "T=0.6, top-p 0.95"}, table
+    assert all(float(row[6]) > 0 for row in rows.values()), table  # step cost spec. / plain
+    assert rows["greedy"][7] == "yes", table
+    with pytest.raises(SystemExit):
+        bench_speculative.main(["--config", "c.py", "--workdir", "w", "--mtp_modules", "1"])
 
 
 def test_bench_decode_ops_forms_agree(capsys):
