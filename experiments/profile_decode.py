@@ -82,9 +82,8 @@ def main(argv=None):
             by_op[(sites[e["name"]], e["name"].rstrip("0123456789."),
                    f"`{shapes.get(e['name'], '?')}`")] += ms
     total = sum(by_site.values())
-    print(f"{args.size}, greedy {args.rows} x ({args.prompt} + {args.new_tokens}), draft "
-          f"{args.draft}, "
-          f"{args.runs} traced generations; {describe()}")
+    print(f"{args.size}, greedy {args.rows} x ({args.prompt} + {args.new_tokens}), "
+          f"draft {args.draft}, {args.runs} traced generations; {describe()}")
     print(f"XLA operations: {total:.1f} ms per generation\n")
     print_shares(by_site, "generation", args.top)
     print()

@@ -139,9 +139,7 @@ def with_decode_weights(cfg: ModelConfig, params: dict, cache: dict) -> dict:
     """`cache` plus what every decode step would otherwise derive from the weights again: each
     MLA layer's W_UK and W_UV in the absorbed path's layouts (r1jax/nn/mla.py). For a loop of
     cached calls (the sampler's), computed once before it; the outputs are unchanged."""
-    dt = jnp.dtype(cfg.dtype)
-    absorbed = tuple(absorbed_weights(params["layers"][i]["attn"]["kv_b"].astype(dt),
-                                      cfg.qk_nope_head_dim) for i in range(cfg.num_layers))
+    absorbed = tuple(_absorbed(cfg, params["layers"][i]["attn"]) for i in range(cfg.num_layers))
     return {**cache, "absorbed": absorbed}
 
 
@@ -149,8 +147,12 @@ def with_mtp_decode_weights(cfg: ModelConfig, params: dict, mtp_cache: dict) -> 
     """`with_decode_weights` for the MTP block's cache (`init_mtp_cache`): its W_UK and W_UV,
     computed once before a loop of `mtp_draft` calls."""
     check_has_mtp(cfg)
-    kv_b = params["mtp"][0]["block"]["attn"]["kv_b"].astype(jnp.dtype(cfg.dtype))
-    return {**mtp_cache, "absorbed": (absorbed_weights(kv_b, cfg.qk_nope_head_dim),)}
+    return {**mtp_cache, "absorbed": (_absorbed(cfg, params["mtp"][0]["block"]["attn"]),)}
+
+
+def _absorbed(cfg: ModelConfig, attn: dict) -> tuple[jax.Array, jax.Array]:
+    """One MLA layer's (W_UK, W_UV) from its params, in the compute dtype."""
+    return absorbed_weights(attn["kv_b"].astype(jnp.dtype(cfg.dtype)), cfg.qk_nope_head_dim)
 
 
 def check_has_mtp(cfg) -> None:

@@ -57,8 +57,8 @@ def decode_segments(prompt_len: int, new_tokens: int, buckets: int,
     Live lengths are P + ceil(W N * k / K) for k = 1..K, rounded up to a multiple of 8 (the last
     is P + W N exactly), duplicates dropped. Quarters (K = 4) over powers of two: each segment is
     another copy of the decode step in the compiled program, so K bounds the compile time, while
-    the attended slots fall to P + N (K + 1) / (2K) per step on average, 3/4 of what
-    one-live-length-per-step (P + N / 2) would save."""
+    the attended slots fall to P + W N (K + 1) / (2K) per step on average, 3/4 of what
+    one-live-length-per-step (P + W N / 2) would save."""
     written = slots_per_step * new_tokens
     segments = []
     for k in range(1, buckets + 1):
