@@ -139,8 +139,7 @@ class GQAttention(nnx.Module):
             k, v = cache_k.astype(dt), cache_v.astype(dt)
         groups = cfg.num_heads // cfg.num_kv_heads
         if isinstance(mask, CausalMask):
-            # Query head h = k * G + g reads kv head k: repeat each kv head G times in place.
-            k, v = (jnp.repeat(a, groups, axis=2) for a in (k, v))  # (B, T, H, Dh) each
+            # Query head h = k * G + g reads kv head k: the G heads share one GEMM per block.
             o = causal_attention(q, k, v, mask, softmax_scale=cfg.head_dim**-0.5)  # (B, T, H, Dh)
             return project_in(o.astype(dt), self.o[...], cfg.precision, 2), new_cache  # (B, T, D)
         q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)  # (B, T, K, G, Dh)

@@ -15,8 +15,8 @@ import pytest
 
 from r1jax import config, models
 from r1jax.models.deepseek_v3 import attention_mask_for
-from r1jax.nn.attention import (CausalMask, causal_attention, dense_causal_attention,
-                                masked_softmax)
+from r1jax.nn.attention import (CausalMask, block_for, causal_attention,
+                                dense_causal_attention, masked_softmax)
 from tests import numerics
 
 TOL = 1e-5
@@ -105,10 +105,76 @@ def test_blockwise_bf16_values_and_gradients():
         assert rel <= 1e-2, f"{what}: {rel:.2e}"
 
 
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (6, 2), (4, 1)])
+@pytest.mark.parametrize("block", [None, 8])
+def test_grouped_query_attention_matches_dense_with_repeated_heads(heads, kv_heads, block):
+    """K < H key/value heads (query head h reads head h // (H / K)): values and gradients equal
+    the dense masked softmax over K/V repeated to H heads, dK and dV summed over each group."""
+    rng = np.random.default_rng(3)
+    q, d_out = (jnp.asarray(rng.normal(size=(B, T, heads, DK)), jnp.float32) for _ in range(2))
+    k = jnp.asarray(rng.normal(size=(B, T, kv_heads, DK)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(B, T, kv_heads, DK)), jnp.float32)
+    mask = masks()["padded+segments"]
+
+    def value_and_grads(attend):
+        out, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, mask, softmax_scale=DK**-0.5), q, k, v)
+        return (out, *vjp(d_out))
+
+    def repeated_dense(q, k, v, mask, softmax_scale):  # the reference, written out here
+        g = heads // kv_heads
+        k, v = (jnp.repeat(a, g, axis=2) for a in (k, v))
+        return dense_causal_attention(q, k, v, mask, softmax_scale=softmax_scale)
+
+    with jax.default_matmul_precision("highest"):
+        got = jax.jit(lambda: value_and_grads(
+            lambda *a, **kw: causal_attention(*a, block=block, **kw)))()
+        want = jax.jit(lambda: value_and_grads(repeated_dense))()
+    for what, g, w in zip(["out", "dq", "dk", "dv"], got, want, strict=True):
+        assert g.shape == w.shape, what
+        assert_close(g, w, f"H={heads} K={kv_heads} {what}")
+
+
+def _dot_batch_sizes(jaxpr) -> set[tuple[int, ...]]:
+    """The batch dimension sizes of every dot_general in a jaxpr, its sub-jaxprs included."""
+    sizes = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (_, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+            sizes.add(tuple(eqn.invars[0].aval.shape[d] for d in lhs_batch))
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                sizes |= _dot_batch_sizes(inner)
+    return sizes
+
+
+def test_grouped_query_gemms_run_per_key_head_without_repeating_keys():
+    """The G query heads of a key head share each block's GEMMs: forward and backward dots batch
+    over (B, K), never over (B, H) (which repeating K/V to H heads would give)."""
+    rng = np.random.default_rng(4)
+    q = jnp.asarray(rng.normal(size=(B, T, 4, DK)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, T, 2, DK)), jnp.float32) for _ in range(2))
+    mask = masks()["padded"]
+
+    def loss(q, k, v):
+        return jnp.sum(causal_attention(q, k, v, mask, softmax_scale=1.0, block=8) ** 2)
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v).jaxpr
+    assert _dot_batch_sizes(jaxpr) == {(B, 2)}
+
+
+def test_block_for_grouped_heads_keeps_128_gemm_rows():
+    assert [block_for(32, g) for g in (2, 4, 8, 16)] == [64, 32, 16, 16]
+
+
 def test_shape_errors_name_the_shapes():
     q, k, v, _ = qkv()
     with pytest.raises(ValueError, match=r"q.shape=\(3, 20, 2, 12\), k.shape=\(3, 19, 2, 12\)"):
         causal_attention(q, k[:, :19], v, masks()["causal"], softmax_scale=1.0)
+    three_heads = jnp.zeros((B, T, 3, DK))
+    with pytest.raises(ValueError, match=r"k.shape=\(3, 20, 3, 12\).*K dividing H"):
+        causal_attention(jnp.zeros((B, T, 4, DK)), three_heads, three_heads, masks()["causal"],
+                         softmax_scale=1.0)
 
 
 def test_model_loss_and_gradients_match_the_reference_formulations():
