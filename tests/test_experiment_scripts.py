@@ -151,3 +151,18 @@ def test_compile_cache_defaults_to_the_environments_directory_and_thresholds(
     cli.parse_args(["--config", "configs/pretrain_tiny.py:runlocal", "--workdir", str(tmp_path)])
     assert jax_config.jax_compilation_cache_dir == str(tmp_path / "suite_cache")
     assert jax_config.jax_persistent_cache_min_compile_time_secs == 0.0
+
+
+def test_bench_attention_rows_and_agreement(capsys):
+    """The grouped-query attention benchmark times its three forms on a small shape, and the
+    model's form agrees with the dense softmax over repeated heads; bad shapes are refused."""
+    from experiments import bench_attention
+
+    bench_attention.main(["--shapes", "2x20x4x2x8", "--calls", "1", "--rounds", "1"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| 2x20")]
+    assert [row[1] for row in rows] == ["forward", "forward + backward"]
+    assert all(float(row[-1].rstrip(" |")) < 1e-4 for row in rows), rows
+    for bad in ("2x20x4x3x8", "2x20"):
+        with pytest.raises(SystemExit, match="--shapes"):
+            bench_attention.main(["--shapes", bad])

@@ -24,10 +24,11 @@ backward, medians of 15 interleaved runs).
 Grouped-query attention (Qwen2, Llama: K key/value heads, each read by G = H / K query heads)
 runs with the G query heads of a key head as rows of one GEMM against that key head's keys:
 (B, K, G*L, Dk) x (B, K, S_i, Dk), no K/V repeated to H heads, and GEMMs with G times the rows;
-the backward sums dK and dV over the G heads inside its GEMMs. Measured (one core, float32,
-Qwen2 small's B=32 T=127 H=8 K=2 Dh=32, medians of 15 interleaved runs): forward 12.3 ms against
-22.9 ms with K/V repeated, forward + backward 52.5 ms against 67.8 ms. With G > 1 a block has L =
-DEFAULT_BLOCK / G query rows (G*L = 128 GEMM rows; at G=4 L=32 was the fastest of 16/32/64/128).
+the backward sums dK and dV over the G heads inside its GEMMs. With G > 1 a block has L =
+DEFAULT_BLOCK / G query rows (G*L = 128 GEMM rows; at G = 4, L = 32 was the fastest of 16, 32,
+64 and 128). Measured against K/V repeated (`experiments/bench_attention.py`, one core, float32):
+1.26x forward and 1.28x forward + backward at Qwen2 small's GRPO shapes (B=32 T=127 H=8 K=2
+Dh=32), 1.02-1.13x at B=8 T=256.
 
 Queries that see no key (a left-padded row's pad tokens) give zeros, as `masked_softmax` does.
 
