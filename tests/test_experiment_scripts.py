@@ -166,3 +166,20 @@ def test_bench_attention_rows_and_agreement(capsys):
     for bad in ("2x20x4x3x8", "2x20"):
         with pytest.raises(SystemExit, match="--shapes"):
             bench_attention.main(["--shapes", bad])
+
+
+def test_bench_compile_step_and_gradient_rows(capsys):
+    """The compile benchmark's step row counts more kernels than its gradient-only row (the
+    optimizer's per-leaf work), and bad choices are refused."""
+    from experiments import bench_compile
+
+    bench_compile.main(["--layers", "2", "--scan", "off", "--program", "step,grad",
+                        "--no_compile_cache"])
+    rows = {row[3]: row for row in (line.split(" | ") for line in capsys.readouterr().out
+                                    .splitlines() if line.startswith("| tiny"))}
+    assert set(rows) == {"step", "grad"}
+    kernels = {k: int(row[5].replace(",", "")) for k, row in rows.items()}
+    assert 0 < kernels["grad"] < kernels["step"], kernels
+    for flag in (["--scan", "sideways"], ["--program", "loss"]):
+        with pytest.raises(SystemExit, match=flag[0]):
+            bench_compile.main(["--layers", "2", *flag])
