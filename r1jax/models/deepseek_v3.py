@@ -16,6 +16,7 @@ from r1jax.config import ModelConfig
 from r1jax.models.layer_scan import run_layers, scan_this_call
 from r1jax.nn.attention import CausalMask
 from r1jax.nn.balance import update_routing_bias
+from r1jax.nn.linear import matmul
 from r1jax.nn.mla import MLA
 from r1jax.nn.mlp import SwiGLU
 from r1jax.nn.moe import MoE
@@ -81,6 +82,8 @@ def output_logits(h: jax.Array, embed: jax.Array, lm_head: jax.Array | None) -> 
     through the embedding (V, D). The output head stays out of low precision."""
     if lm_head is None:
         return jnp.einsum("btd,vd->btv", h, embed.astype(h.dtype), preferred_element_type=jnp.float32)
+    if h.dtype == jnp.float32:  # the projections' matmul, for its weight-gradient GEMM
+        return matmul(h, lm_head)
     return jnp.einsum("btd,dv->btv", h, lm_head.astype(h.dtype), preferred_element_type=jnp.float32)
 
 

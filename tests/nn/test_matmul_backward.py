@@ -69,3 +69,18 @@ def test_weight_gradient_reads_dy_in_place():
     entry = hlo[hlo.index("\nENTRY"):]
     transposed_dy = re.findall(r"= f32\[40,96\]", entry)  # dy (4, 24, 40) as (N, rows)
     assert not transposed_dy, entry
+
+
+def test_output_head_takes_it_in_float32_and_keeps_float32_logits_in_bf16():
+    """The untied output head runs through matmul for float32 activations (gradients equal the
+    float64 product's); bf16 activations still get float32 logits."""
+    from r1jax.models.deepseek_v3 import output_logits
+
+    x, w, dy, (x64, w64, dy64) = inputs()
+    embed = jnp.zeros((40, 32))  # unused when the head is untied
+    logits, vjp = jax.vjp(lambda h, w: output_logits(h, embed, w), x, w)
+    dx, dw = vjp(dy)
+    np.testing.assert_allclose(logits, np.einsum("btk,kn->btn", x64, w64), rtol=1e-5, atol=1e-4)
+    want = np.einsum("btk,btn->kn", x64, dy64)
+    assert float(np.abs(np.asarray(dw, np.float64) - want).max()) <= 1e-5 * np.abs(want).max()
+    assert output_logits(x.astype(jnp.bfloat16), embed, w).dtype == jnp.float32
