@@ -99,8 +99,8 @@ def _blocks(t: int, block: int) -> list[tuple[int, int]]:
 def _einsum(spec: str, *xs, **kw):
     """jnp.einsum whose "g" (query heads per key head) appears only in grouped-query operands:
     queries (B, K, G, T, D) when G > 1, (B, H, T, D) when K = H. Multi-head attention keeps its
-    4-d GEMMs: with a unit G dim its forward + backward ran 13% slower (one core, the small
-    DeepSeek-V3's B=8 T=256 H=8 Dk=48) and summed dK, dV in another order."""
+    4-d GEMMs: with a unit G dim XLA:CPU ran its forward + backward slower (at the small
+    DeepSeek-V3's B=8 T=256 H=8 Dk=48, one core) and summed dK, dV in another order."""
     grouped = any(x.ndim == 5 for x in xs)
     return jnp.einsum(spec if grouped else spec.replace("g", ""), *xs, **kw)
 
