@@ -206,9 +206,8 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: CausalMask,
 
 
 def dense_causal_attention(q, k, v, mask: CausalMask, *, softmax_scale: float) -> jax.Array:
-    """The same function through the (B, H, T, S) masked softmax: the reference."""
-    groups = q.shape[2] // k.shape[2]
-    k, v = (jnp.repeat(a, groups, axis=2) for a in (k, v))  # (B, S, H, D): head h reads h // G
+    """The same function through the (B, H, T, S) masked softmax, for K = H heads: the reference
+    (grouped-query callers repeat K/V to H heads first, as the tests and bench_attention do)."""
     scores = jnp.einsum("bthd,bshd->bhts", q, k)  # (B, H, T, S)
     probs = masked_softmax(scores * softmax_scale, mask.dense()[:, None]).astype(v.dtype)
     return jnp.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, Dv)
