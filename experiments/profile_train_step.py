@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import glob
 import gzip
 import json
+import math
 import os
 import re
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cli import single_process_only  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from r1jax import config, models  # noqa: E402
@@ -92,6 +96,38 @@ def operation_sites(hlo: str) -> dict[str, str]:
     return sites
 
 
+def dot_flops(hlo: str) -> dict[str, float]:
+    """HLO operation name -> floating-point operations of the dots it runs: its own, or those of
+    the computations it calls (XLA:CPU wraps most GEMMs in library fusions), 2 x the result's
+    elements x the contracted size. Meant for programs without loops, where each operation runs
+    once per call."""
+    instruction = re.compile(  # name = shape (an array's, or a tuple's) op(operands)
+        r"\s*(?:ROOT )?%?([\w.\-]+) = (?:\(.*?\)|\w+\[([\d,]*)\]\S*) ([\w\-]+)\(([^)]*)\)")
+    dims, own, calls, body, current = {}, {}, {}, collections.defaultdict(list), None
+    for line in hlo.splitlines():
+        header = re.match(r"(?:ENTRY )?%?([\w.\-]+) \(.*\{$", line)
+        m = instruction.match(line)
+        if header or not m:
+            current = header.group(1) if header else current
+            continue
+        name, shape, op, operands = m.groups()
+        dims[name] = [int(d) for d in (shape or "").split(",") if d]
+        body[current].append(name)
+        calls[name] = re.findall(r"calls=%?([\w.\-]+)", line)
+        own[name] = 0.0
+        if op == "dot":
+            lhs = dims[operands.split(",")[0].strip().lstrip("%")]
+            contracted = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line).group(1)
+            own[name] = 2.0 * math.prod(dims[name]) * math.prod(
+                lhs[int(i)] for i in contracted.split(",") if i)
+
+    @functools.cache
+    def flops(name: str) -> float:
+        return own[name] + sum(flops(i) for c in calls[name] for i in body[c])
+
+    return {name: flops(name) for name in own}
+
+
 def traced_events(run, calls: int) -> list[dict]:
     """The complete ("X") events of `calls` calls of run() in jax.profiler's trace."""
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -106,18 +142,38 @@ def traced_events(run, calls: int) -> list[dict]:
     return [e for e in events if e.get("ph") == "X"]
 
 
-def print_shares(ms: collections.Counter, per: str, top: int, total: float | None = None) -> None:
+def print_shares(ms: collections.Counter, per: str, top: int, total: float | None = None,
+                 flops: collections.Counter | None = None, label: str = "r1jax code") -> None:
     """A markdown table of the `top` largest entries of ms (key: a cell or a tuple of cells),
-    milliseconds `per` call and shares of `total` (default: their sum)."""
+    milliseconds `per` call and shares of `total` (default: their sum); with `flops` (same keys,
+    per call) also the dots' GFLOP and their rate; `label` names the first column."""
     total = sum(ms.values()) if total is None else total
     first = next(iter(ms), ("",))
     cells = len(first) if isinstance(first, tuple) else 1
-    names = ["r1jax code", "operation", "output"][:cells]
-    print("| " + " | ".join(names) + f" | ms per {per} | share |")
-    print("|" + "---|" * cells + "---:|---:|")
+    names = [label, "operation", "output"][:cells]
+    rate = " GFLOP | GFLOP/s |" if flops is not None else ""
+    print("| " + " | ".join(names) + f" | ms per {per} | share |" + rate)
+    print("|" + "---|" * cells + "---:|---:|" + "---:|---:|" * (flops is not None))
     for key, t in ms.most_common(top):
+        g = flops.get(key, 0.0) / 1e9 if flops is not None else 0.0
+        row = f" {g:.2f} | {g / t * 1e3:.0f} |" if g else " | |"
         key = key if isinstance(key, tuple) else (key,)
-        print("| " + " | ".join(key) + f" | {t:.1f} | {100 * t / total:.1f}% |")
+        print("| " + " | ".join(key) + f" | {t:.1f} | {100 * t / total:.1f}% |"
+              + (row if flops is not None else ""))
+
+
+def gemm_rate(m: int = 2048, k: int = 256, n: int = 1024, calls: int = 7) -> float:
+    """GFLOP/s of one jitted float32 (m, k) x (k, n) GEMM, the best of `calls`: the rate the
+    step's dots are measured against."""
+    x, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    gemm = jax.jit(jnp.dot)
+    gemm(x, w).block_until_ready()
+    best = math.inf
+    for _ in range(calls):
+        t = time.perf_counter()
+        gemm(x, w).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n / best / 1e9
 
 
 def main(argv=None):
@@ -133,6 +189,7 @@ def main(argv=None):
     single_process_only("experiments/profile_train_step.py")
     jax.config.update("jax_traceback_in_locations_limit", 64)  # deep enough to reach the caller
     cfg = config.get_model_config(args.size).replace(dtype=args.dtype)
+    peak = gemm_rate()  # before the trace: the profiler's threads stay behind it
     tx = make_optimizer(OptimConfig(lr=1e-4), 1000, models.param_roles(cfg))
     mesh = make_mesh(MeshConfig())
     with jax.set_mesh(mesh):
@@ -141,7 +198,8 @@ def main(argv=None):
     batch = {"inputs": tokens[:, :-1].astype(np.int32), "targets": tokens[:, 1:].astype(np.int32),
              "loss_mask": np.ones((args.batch, args.seq), bool)}
     step = jax.jit(sft_step_fn(cfg, tx), donate_argnums=0)
-    sites = operation_sites(step.lower(state, batch).compile().as_text())
+    hlo = step.lower(state, batch).compile().as_text()
+    sites, op_flops = operation_sites(hlo), dot_flops(hlo)
     carry = {"state": state}
 
     def run():
@@ -149,16 +207,22 @@ def main(argv=None):
         jax.block_until_ready(metrics["loss"])
 
     run()  # compile + warm-up
-    ms = collections.Counter()
+    ms, flops, dot_ms = collections.Counter(), collections.Counter(), 0.0
     for e in traced_events(run, args.steps):
         if e.get("name") in sites:
             ms[sites[e["name"]]] += e["dur"] / 1e3 / args.steps
+            flops[sites[e["name"]]] += op_flops.get(e["name"], 0.0) / args.steps
+            dot_ms += e["dur"] / 1e3 / args.steps if op_flops.get(e["name"]) else 0.0
     from r1jax.eval.machine import describe
 
     print(f"{args.size} {args.dtype} {args.batch}x{args.seq}, sft_step, {args.steps} traced steps; "
           f"{describe()}")
-    print(f"XLA operations: {sum(ms.values()):.1f} ms per step\n")
-    print_shares(ms, "step", args.top)
+    gflop = sum(flops.values()) / 1e9
+    print(f"XLA operations: {sum(ms.values()):.1f} ms per step: those with dots "
+          f"{dot_ms:.1f} ms ({gflop:.2f} GFLOP, {gflop / dot_ms * 1e3:.0f} GFLOP/s), the others "
+          f"{sum(ms.values()) - dot_ms:.1f} ms; one 2048x256x1024 float32 GEMM on this machine: "
+          f"{peak:.0f} GFLOP/s\n")
+    print_shares(ms, "step", args.top, flops=flops)
 
 
 if __name__ == "__main__":

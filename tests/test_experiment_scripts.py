@@ -81,9 +81,48 @@ def test_profile_train_step_charges_forward_and_backward(capsys):
     profile_train_step.main(["--size", "tiny", "--batch", "2", "--seq", "16", "--steps", "1",
                              "--top", "1000"])
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()
-            if line.startswith("| ") and line.endswith("% |")]
+            if line.startswith("| ") and re.search(r" \| [\d.]+% \|", line)]
     assert any(row[0].endswith(" bwd") for row in rows), rows
     assert abs(sum(float(row[2].rstrip("% |")) for row in rows) - 100) < 1, rows
+    # The projections' dots, forward and backward, carry their GFLOP and rate.
+    gflop = {row[0].lstrip("| "): row[3] for row in rows}
+    assert float(gflop["nn/linear.py project bwd"]) > 0, rows
+
+
+def test_dot_flops_counts_each_gemm_once():
+    """The profile's FLOPs of a compiled program: 2 m k n per GEMM, batched ones times the batch,
+    whether XLA:CPU runs the dot on its own or inside a fusion; elementwise work counts none."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.profile_train_step import dot_flops
+
+    def f(x, w, a, b):
+        return jnp.tanh(x @ w) * 2, jnp.einsum("bmk,bkn->bmn", a, b) + 1
+
+    args = (jnp.ones((64, 32)), jnp.ones((32, 48)), jnp.ones((4, 16, 24)), jnp.ones((4, 24, 40)))
+    hlo = jax.jit(f).lower(*args).compile().as_text()
+    entry = hlo[hlo.index("ENTRY"):]
+    names = re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", entry, re.M)
+    flops = dot_flops(hlo)
+    assert sum(flops[n] for n in names) == 2 * 64 * 32 * 48 + 2 * 4 * 16 * 24 * 40
+    assert sorted(v for v in (flops[n] for n in names) if v) == [2 * 4 * 16 * 24 * 40,
+                                                                  2 * 64 * 32 * 48]
+
+
+def test_profile_peer_step_charges_hf_gemms(capsys):
+    """HF's train-step profile on the same weights: logits agree, the GEMM rows carry their FLOPs
+    (2 x tokens x the projections' weights at least), shares add up."""
+    from experiments import profile_peer_step
+
+    profile_peer_step.main(["--batch", "2", "--seq", "16", "--steps", "1", "--top", "1000"])
+    out = capsys.readouterr().out
+    assert float(re.search(r"max \|logit difference\| vs r1jax (\S+);", out).group(1)) < 1e-4
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.splitlines()
+            if line.startswith("| ") and re.search(r" \| [\d.]+% \|", line)}
+    # Each share is rounded to 0.1%.
+    assert abs(sum(float(r[2].rstrip("% |")) for r in rows.values()) - 100) <= 0.05 * len(rows)
+    assert float(rows["aten::mm"][3]) > 2 * 32 * 256 * 1024 / 1e9, rows["aten::mm"]
 
 
 @pytest.mark.parametrize("draft", ["none", "mtp"])
