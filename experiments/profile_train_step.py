@@ -143,22 +143,24 @@ def traced_events(run, calls: int) -> list[dict]:
 
 
 def print_shares(ms: collections.Counter, per: str, top: int, total: float | None = None,
-                 flops: collections.Counter | None = None, label: str = "r1jax code") -> None:
+                 flops: collections.Counter | None = None, dot_ms: collections.Counter | None = None,
+                 label: str = "r1jax code") -> None:
     """A markdown table of the `top` largest entries of ms (key: a cell or a tuple of cells),
     milliseconds `per` call and shares of `total` (default: their sum); with `flops` (same keys,
-    per call) also the dots' GFLOP and their rate; `label` names the first column."""
+    per call) also the GEMMs' GFLOP and their rate over the time of the operations that run them
+    (`dot_ms`, default: all of the entry's time). `label` names the first column."""
     total = sum(ms.values()) if total is None else total
     first = next(iter(ms), ("",))
     cells = len(first) if isinstance(first, tuple) else 1
     names = [label, "operation", "output"][:cells]
-    rate = " GFLOP | GFLOP/s |" if flops is not None else ""
+    rate = " GEMM GFLOP | GEMM GFLOP/s |" if flops is not None else ""
     print("| " + " | ".join(names) + f" | ms per {per} | share |" + rate)
     print("|" + "---|" * cells + "---:|---:|" + "---:|---:|" * (flops is not None))
     for key, t in ms.most_common(top):
         g = flops.get(key, 0.0) / 1e9 if flops is not None else 0.0
-        row = f" {g:.2f} | {g / t * 1e3:.0f} |" if g else " | |"
-        key = key if isinstance(key, tuple) else (key,)
-        print("| " + " | ".join(key) + f" | {t:.1f} | {100 * t / total:.1f}% |"
+        row = f" {g:.2f} | {g / (dot_ms or ms)[key] * 1e3:.0f} |" if g else " | |"
+        cell = key if isinstance(key, tuple) else (key,)
+        print("| " + " | ".join(cell) + f" | {t:.1f} | {100 * t / total:.1f}% |"
               + (row if flops is not None else ""))
 
 
@@ -207,22 +209,23 @@ def main(argv=None):
         jax.block_until_ready(metrics["loss"])
 
     run()  # compile + warm-up
-    ms, flops, dot_ms = collections.Counter(), collections.Counter(), 0.0
+    ms, flops, dot_ms = collections.Counter(), collections.Counter(), collections.Counter()
     for e in traced_events(run, args.steps):
         if e.get("name") in sites:
-            ms[sites[e["name"]]] += e["dur"] / 1e3 / args.steps
-            flops[sites[e["name"]]] += op_flops.get(e["name"], 0.0) / args.steps
-            dot_ms += e["dur"] / 1e3 / args.steps if op_flops.get(e["name"]) else 0.0
+            site, t = sites[e["name"]], e["dur"] / 1e3 / args.steps
+            ms[site] += t
+            flops[site] += op_flops.get(e["name"], 0.0) / args.steps
+            dot_ms[site] += t if op_flops.get(e["name"]) else 0.0
     from r1jax.eval.machine import describe
 
     print(f"{args.size} {args.dtype} {args.batch}x{args.seq}, sft_step, {args.steps} traced steps; "
           f"{describe()}")
-    gflop = sum(flops.values()) / 1e9
+    gflop, gemm_ms = sum(flops.values()) / 1e9, sum(dot_ms.values())
     print(f"XLA operations: {sum(ms.values()):.1f} ms per step: those with dots "
-          f"{dot_ms:.1f} ms ({gflop:.2f} GFLOP, {gflop / dot_ms * 1e3:.0f} GFLOP/s), the others "
-          f"{sum(ms.values()) - dot_ms:.1f} ms; one 2048x256x1024 float32 GEMM on this machine: "
+          f"{gemm_ms:.1f} ms ({gflop:.2f} GFLOP, {gflop / gemm_ms * 1e3:.0f} GFLOP/s), the others "
+          f"{sum(ms.values()) - gemm_ms:.1f} ms; one 2048x256x1024 float32 GEMM on this machine: "
           f"{peak:.0f} GFLOP/s\n")
-    print_shares(ms, "step", args.top, flops=flops)
+    print_shares(ms, "step", args.top, flops=flops, dot_ms=dot_ms)
 
 
 if __name__ == "__main__":
