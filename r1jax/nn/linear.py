@@ -22,7 +22,8 @@ Autodiff of the einsum asks for it as (N, K) and transposes: XLA:CPU then copies
 transposed layout before a slower dot (a (8, 256, 256) x (256, 1024) projection's forward +
 backward: 33.5 ms against 24.0 ms on one core). The input gradient is autodiff's, bit for bit;
 the weight gradient equals it to float32 rounding (another GEMM, another summation order).
-The untied output head takes it too for float32 activations (r1jax/models/deepseek_v3.py
+x reaches that GEMM through an optimization barrier, so its transposed copy is a plain
+transpose rather than a recomputation of the ops that made x (`_matmul_bwd`). The untied output head takes it too for float32 activations (r1jax/models/deepseek_v3.py
 `output_logits`).
 """
 
@@ -56,6 +57,12 @@ def _matmul_fwd(x, w):
 def _matmul_bwd(residuals, dy):
     x, w = residuals  # dy (..., N) in x.dtype, as autodiff of the einsum would see it
     dx = jnp.einsum("...n,kn->...k", dy, w.astype(x.dtype))  # (..., K)
+    # XLA:CPU's GEMM wants x^T (K, rows) laid out with the rows minor, a transposed copy of x.
+    # Unbarriered, it fuses that copy with the ops that made x (an RMSNorm, SwiGLU's product)
+    # and recomputes them in transposed order, 3-4x slower than norm + plain transpose; the
+    # barrier leaves a pure transpose (values unchanged: DeepSeek-V3 small's loss and gradients
+    # bit-identical, the train step's non-GEMM work 17-22 ms lower of ~230 on one core).
+    x = jax.lax.optimization_barrier(x)
     dw = jnp.einsum("...k,...n->kn", x, dy)  # (K, N): x^T dy, one GEMM over the rows
     return dx, dw.astype(w.dtype)
 

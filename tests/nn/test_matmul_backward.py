@@ -71,6 +71,25 @@ def test_weight_gradient_reads_dy_in_place():
     assert not transposed_dy, entry
 
 
+def test_weight_gradient_transposes_x_without_recomputing_it():
+    """The (K, rows) copy of x that the weight gradient's GEMM reads is a plain transpose of the
+    normalised activations: XLA:CPU otherwise fuses it with the RMSNorm that made x and recomputes
+    the norm in transposed order (3-4x slower than norm + transpose)."""
+    def grads(x, s, w, dy):
+        def normed_projection(x, s, w):
+            return matmul(x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * s, w)
+        return jax.vjp(normed_projection, x, s, w)[1](dy)
+
+    x, w, dy, _ = inputs()
+    hlo = jax.jit(grads).lower(x, jnp.ones(32), w, dy).compile().as_text()
+    entry = hlo[hlo.index("\nENTRY"):]
+    transposed_x = [line for line in entry.splitlines() if "= f32[32,96]" in line]  # (K, rows)
+    assert transposed_x, entry
+    for line in transposed_x:
+        operands = re.search(r"(?:fusion|copy|transpose)\(([^)]*)\)", line).group(1).split(",")
+        assert len(operands) == 1, line
+
+
 def test_output_head_takes_it_in_float32_and_keeps_float32_logits_in_bf16():
     """The untied output head runs through matmul for float32 activations (gradients equal the
     float64 product's); bf16 activations still get float32 logits."""
