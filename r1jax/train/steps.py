@@ -109,11 +109,6 @@ def make_step(model_cfg, tx: optax.GradientTransformation, loss_fn: Callable,
                 lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro_batch), norms))
             init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
             (grads, aux), _ = jax.lax.scan(body, init, micro_batch)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if bias_update_speed:
-            params = models.update_routing_biases(model_cfg, params, aux["expert_load"],
-                                                  aux["mtp_expert_load"], bias_update_speed)
         load = aux["expert_load"]
         metrics = dict(aux["metrics"])
         metrics["grad_norm"] = optax.global_norm(grads)
@@ -122,11 +117,22 @@ def make_step(model_cfg, tx: optax.GradientTransformation, loss_fn: Callable,
         if load.size:
             # max/mean expert load, averaged over MoE layers: 1.0 is perfectly balanced.
             metrics["expert_load_max_over_mean"] = jnp.mean(load.max(-1) / jnp.maximum(load.mean(-1), 1e-9))
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+
+        def apply(state):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            if bias_update_speed:
+                params = models.update_routing_biases(model_cfg, params, aux["expert_load"],
+                                                      aux["mtp_expert_load"], bias_update_speed)
+            return state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+
         # A non-finite loss or gradient never reaches the state: the step keeps the old one and
         # says so (`nonfinite`); the loop stops the run or counts the skip (train.nonfinite).
+        # A branch rather than a select of new and old per leaf: XLA:CPU ran those selects as
+        # kernels of their own (three per parameter with AdamW), and the update's kernels now
+        # write the new state directly.
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = jax.lax.cond(finite, apply, lambda state: state, state)
         metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
         return new_state, metrics
 
