@@ -8,7 +8,10 @@ Runs the jitted sft_step (forward, backward, AdamW) of a named size, traces `--s
 that emitted it: the compiled HLO names each operation's Python stack, and the innermost r1jax
 frame outside the projection helper (r1jax/nn/linear.py) names the caller, so a projection is
 charged to MLA, the dense FFN or an expert. Operations of the transposed (backward) program are
-marked "bwd". Prints milliseconds per step and shares; on a machine shared with other jobs an
+marked "bwd". Prints milliseconds per step and shares, and for the rows that run GEMMs their
+GFLOP (counted from the compiled program's dots) and rate over those operations' time, beside
+the rate of one 2048x256x1024 float32 GEMM (`experiments/profile_peer_step.py` prints the same
+for HF transformers' step); on a machine shared with other jobs an
 operation's time includes the time its thread waited for a core, so read shares, not totals.
 Pin the process (`taskset -c 0`) for the one-core picture.
 """
