@@ -11,9 +11,9 @@ charged to MLA, the dense FFN or an expert. Operations of the transposed (backwa
 marked "bwd". Prints milliseconds per step and shares, and for the rows that run GEMMs their
 GFLOP (counted from the compiled program's dots) and rate over those operations' time, beside
 the rate of one 2048x256x1024 float32 GEMM (`experiments/profile_peer_step.py` prints the same
-for HF transformers' step); on a machine shared with other jobs an
-operation's time includes the time its thread waited for a core, so read shares, not totals.
-Pin the process (`taskset -c 0`) for the one-core picture.
+for HF transformers' step). On a machine shared with other jobs an operation's time includes
+the time its thread waited for a core, so read shares, not totals. Pin the process
+(`taskset -c 0`) for the one-core picture.
 """
 
 from __future__ import annotations
