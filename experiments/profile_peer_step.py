@@ -11,15 +11,14 @@ Prints each torch operation's own time per step, its share, and for the GEMMs (m
 torch's grouped expert product runs them per expert on CPU) their GFLOP and rate, with the
 rate of one 2048x256x1024 float32 GEMM on the same threads. The FLOPs are counted in a step of
 their own: counting records every operation's shapes, which slowed a step by half. Beside the
-r1jax profile it says which part of the step each side is faster at. Pin the process (`taskset -c 0`) with
-`--threads 1` for the one-core picture.
+r1jax profile it says which part of the step each side is faster at. Pin the process
+(`taskset -c 0`) with `--threads 1` for the one-core picture.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import math
 import os
 import sys
 import tempfile
@@ -35,23 +34,17 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from experiments.cli import single_process_only  # noqa: E402
 from experiments.peers.common import deepseek_small  # noqa: E402
 from experiments.peers.measure import same_weights  # noqa: E402
-from experiments.profile_train_step import print_shares  # noqa: E402
+from experiments.profile_train_step import best_seconds, print_shares  # noqa: E402
 from r1jax import models  # noqa: E402
 from r1jax.eval.machine import describe  # noqa: E402
 
 GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def torch_gemm_rate(m: int = 2048, k: int = 256, n: int = 1024, calls: int = 7) -> float:
-    """GFLOP/s of one float32 (m, k) x (k, n) torch GEMM, the best of `calls`."""
+def torch_gemm_rate(m: int = 2048, k: int = 256, n: int = 1024) -> float:
+    """GFLOP/s of one float32 (m, k) x (k, n) torch GEMM at its best."""
     x, w = torch.ones(m, k), torch.ones(k, n)
-    x @ w
-    best = math.inf
-    for _ in range(calls):
-        t = time.perf_counter()
-        x @ w
-        best = min(best, time.perf_counter() - t)
-    return 2 * m * k * n / best / 1e9
+    return 2 * m * k * n / best_seconds(lambda: x @ w) / 1e9
 
 
 def main(argv=None):

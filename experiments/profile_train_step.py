@@ -146,8 +146,8 @@ def traced_events(run, calls: int) -> list[dict]:
 
 
 def print_shares(ms: collections.Counter, per: str, top: int, total: float | None = None,
-                 flops: collections.Counter | None = None, dot_ms: collections.Counter | None = None,
-                 label: str = "r1jax code") -> None:
+                 flops: collections.Counter | None = None,
+                 dot_ms: collections.Counter | None = None, label: str = "r1jax code") -> None:
     """A markdown table of the `top` largest entries of ms (key: a cell or a tuple of cells),
     milliseconds `per` call and shares of `total` (default: their sum); with `flops` (same keys,
     per call) also the GEMMs' GFLOP and their rate over the time of the operations that run them
@@ -167,18 +167,23 @@ def print_shares(ms: collections.Counter, per: str, top: int, total: float | Non
               + (row if flops is not None else ""))
 
 
-def gemm_rate(m: int = 2048, k: int = 256, n: int = 1024, calls: int = 7) -> float:
-    """GFLOP/s of one jitted float32 (m, k) x (k, n) GEMM, the best of `calls`: the rate the
-    step's dots are measured against."""
-    x, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
-    gemm = jax.jit(jnp.dot)
-    gemm(x, w).block_until_ready()
+def best_seconds(call, calls: int = 7) -> float:
+    """The shortest of `calls` timed calls of call(), after one untimed call."""
+    call()
     best = math.inf
     for _ in range(calls):
         t = time.perf_counter()
-        gemm(x, w).block_until_ready()
+        call()
         best = min(best, time.perf_counter() - t)
-    return 2 * m * k * n / best / 1e9
+    return best
+
+
+def gemm_rate(m: int = 2048, k: int = 256, n: int = 1024) -> float:
+    """GFLOP/s of one jitted float32 (m, k) x (k, n) GEMM at its best: the rate the step's dots
+    are measured against."""
+    x, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    gemm = jax.jit(jnp.dot)
+    return 2 * m * k * n / best_seconds(lambda: gemm(x, w).block_until_ready()) / 1e9
 
 
 def main(argv=None):

@@ -23,8 +23,8 @@ transposed layout before a slower dot (a (8, 256, 256) x (256, 1024) projection'
 backward: 33.5 ms against 24.0 ms on one core). The input gradient is autodiff's, bit for bit;
 the weight gradient equals it to float32 rounding (another GEMM, another summation order).
 x reaches that GEMM through an optimization barrier, so its transposed copy is a plain
-transpose rather than a recomputation of the ops that made x (`_matmul_bwd`). The untied output head takes it too for float32 activations (r1jax/models/deepseek_v3.py
-`output_logits`).
+transpose rather than a recomputation of the ops that made x (`_matmul_bwd`). The untied output
+head takes it too for float32 activations (r1jax/models/deepseek_v3.py `output_logits`).
 """
 
 from __future__ import annotations

@@ -122,15 +122,15 @@ def make_step(model_cfg, tx: optax.GradientTransformation, loss_fn: Callable,
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             if bias_update_speed:
-                params = models.update_routing_biases(model_cfg, params, aux["expert_load"],
+                params = models.update_routing_biases(model_cfg, params, load,
                                                       aux["mtp_expert_load"], bias_update_speed)
             return state.replace(step=state.step + 1, params=params, opt_state=opt_state)
 
         # A non-finite loss or gradient never reaches the state: the step keeps the old one and
         # says so (`nonfinite`); the loop stops the run or counts the skip (train.nonfinite).
-        # A branch rather than a select of new and old per leaf: XLA:CPU ran those selects as
-        # kernels of their own (three per parameter with AdamW), and the update's kernels now
-        # write the new state directly.
+        # A branch rather than a select of new and old per leaf: with AdamW the selects cost
+        # XLA:CPU three kernels per parameter (params, mu, nu); in the branch the update's own
+        # kernels write the new state.
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
         new_state = jax.lax.cond(finite, apply, lambda state: state, state)
         metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
